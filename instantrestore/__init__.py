@@ -1,0 +1,3 @@
+"""instantrestore: reference-guided, personalized face restoration."""
+
+__version__ = "0.1.0"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorsError, safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from instantrestore.errors import WeightsError
@@ -63,7 +63,7 @@ class ReferenceCache:
             tensors = load_file(str(path))
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-        except (SafetensorsError, OSError) as err:
+        except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path}: not a readable reference cache ({err})") from None
         if "faces" not in tensors:
             raise WeightsError(f"{path}: not a reference cache (no 'faces' tensor)")

@@ -1,0 +1,71 @@
+"""`load_restorer`: one entry point from a name or a path to a ready restorer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from instantrestore.errors import WeightsError
+from instantrestore.models.base import Restorer
+
+# Weights that ship inside the package (trained on this project's data; see MODEL_CARD.md).
+PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
+PACKAGED = {"default": "instantrestore_compact", "instantrestore": "instantrestore_compact",
+            "gfpgan": "gfpgan_compact"}
+OFFICIAL_GFPGAN = {"gfpgan-v1.3": "GFPGANv1.3", "gfpgan-v1.4": "GFPGANv1.4"}
+NAMES = ["default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic"]
+
+
+def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restorer:
+    """A directory written by `save_pretrained`: its config.json says which restorer it holds."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise WeightsError(f"{path}: not a model directory (no config.json)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{config_file}: unreadable model config ({err})") from None
+    kind = config.get("restorer")
+    if kind == "gfpgan":
+        from instantrestore.models.gfpgan_restorer import GFPGANRestorer
+
+        return GFPGANRestorer.from_pretrained(path, device=device, **kwargs)
+    if kind == "instantrestore":
+        from instantrestore.models.ir_restorer import InstantRestoreRestorer
+
+        return InstantRestoreRestorer.from_pretrained(path, device=device, **kwargs)
+    raise WeightsError(f"{config_file}: unknown restorer {kind!r} (expected 'gfpgan' or 'instantrestore')")
+
+
+def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",
+                  weights: str | None = None, **kwargs) -> Restorer:
+    """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`)
+    or by path (a `save_pretrained` directory, or an official GFP-GAN `.pth`).
+
+    `weights` overrides the file a named model loads (e.g. `gfpgan` with the official GFPGANv1.4.pth).
+    Extra keyword arguments (`identity_model_path`, `detector`) go to the restorer.
+    """
+    if name_or_path == "bicubic":
+        from instantrestore.models.classical import BicubicRestorer
+
+        return BicubicRestorer(device=device, **kwargs)
+    if weights is not None or name_or_path in OFFICIAL_GFPGAN or str(name_or_path).endswith(".pth"):
+        from instantrestore.models.gfpgan_restorer import GFPGANRestorer
+
+        source = weights or OFFICIAL_GFPGAN.get(name_or_path, name_or_path)
+        if name_or_path not in ("gfpgan", *OFFICIAL_GFPGAN) and not str(name_or_path).endswith(".pth"):
+            raise WeightsError(f"--weights applies to GFP-GAN models, not {name_or_path!r}")
+        return GFPGANRestorer.from_pretrained(source, device=device, **kwargs)
+    if name_or_path in PACKAGED:
+        path = PACKAGED_WEIGHTS / PACKAGED[name_or_path]
+        if not (path / "config.json").is_file():
+            raise WeightsError(
+                f"model {name_or_path!r}: its packaged weights ({path}) are not in this build; "
+                f"train them with `instantrestore train` or pass a model directory")
+        return _load_directory(path, device, **kwargs)
+    path = Path(name_or_path)
+    if path.is_dir():
+        return _load_directory(path, device, **kwargs)
+    raise WeightsError(f"{name_or_path}: not a model name ({', '.join(NAMES)}) nor a model directory or .pth file")

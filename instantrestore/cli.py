@@ -1,0 +1,352 @@
+"""`instantrestore <command>`: the command line of the contract (docs: README, `--help`).
+
+Flags follow the GFP-GAN command line where one exists. Exit codes: 0 all inputs done, 1 some
+inputs failed (each named on stderr and in report.json), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
+from instantrestore.imageio import is_image_path, read_image, write_bytes, write_image
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad flags or paths: exit 2."""
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _named(path: Path, err: Exception) -> str:
+    """One line that names the file."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return message if message.startswith(str(path)) else f"{path}: {message}"
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given, directories expanded to their image files (sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)))
+        else:
+            files.append(path)
+    return files
+
+
+def _reference_files(refs: list[str]) -> list[Path]:
+    for raw in refs:
+        if not Path(raw).exists():
+            raise UsageError(f"--refs {raw}: no such file or directory")
+    return expand_inputs(refs)
+
+
+def _load(args: argparse.Namespace):
+    from instantrestore.api import load_restorer
+
+    return load_restorer(args.model, device=args.device, weights=args.weights,
+                         identity_model_path=args.identity_model, detector=args.detector)
+
+
+def _read_references(files: list[Path]) -> list:
+    images = []
+    for path in files:
+        try:
+            images.append(read_image(path))
+        except InstantRestoreError as err:
+            print(f"warning: reference skipped: {_named(path, err)}", file=sys.stderr)
+    return images
+
+
+# ----------------------------------------------------------------------------------------- restore
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    inputs = expand_inputs(args.input + args.input_flag)
+    if not inputs:
+        raise UsageError("no input images")
+    out = Path(args.output)
+    input_set = {path.resolve() for path in inputs}
+    restorer = _load(args)
+
+    cache, ref_report = None, {"files": [], "used": 0, "notes": []}
+    if args.refs and args.num_refs > 0:
+        files = _reference_files(args.refs)
+        cache = restorer.encode_references(_read_references(files), num_refs=args.num_refs)
+        ref_report = {"files": [str(p) for p in files], "used": len(cache), "notes": cache.notes}
+        for note in cache.notes:
+            print(f"references: {note}", file=sys.stderr)
+        if len(cache) == 0:
+            print("warning: no usable reference face; restoring blind", file=sys.stderr)
+            cache = None
+
+    report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
+              "references": ref_report, "inputs": []}
+    failed = 0
+    for path in tqdm(inputs, desc="restore", unit="photo", disable=args.quiet):
+        start = time.perf_counter()
+        entry = {"input": str(path), "status": "ok", "faces": 0, "identity": [], "outputs": [], "warnings": []}
+        try:
+            entry.update(_restore_one(path, restorer, cache, args, out, input_set))
+        except (InstantRestoreError, FileExistsError, OSError) as err:
+            failed += 1
+            entry["status"] = _named(path, err)
+            _err(entry["status"])
+        entry["seconds"] = round(time.perf_counter() - start, 3)
+        for warning in entry["warnings"]:
+            print(f"warning: {path}: {warning}", file=sys.stderr)
+        report["inputs"].append(entry)
+        # Rewritten after every photo so an interrupted run still leaves a valid report of what is done.
+        write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    done = len(inputs) - failed
+    print(f"restored {done}/{len(inputs)} photos -> {out} (report: {out / 'report.json'})")
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def _output_paths(path: Path, args: argparse.Namespace, out: Path, has_alpha: bool) -> Path:
+    ext = path.suffix.lstrip(".").lower() if args.ext == "auto" else args.ext
+    if has_alpha and ext in ("jpg", "jpeg"):
+        ext = "png"  # keep the alpha channel
+    suffix = f"_{args.suffix}" if args.suffix else ""
+    return out / "restored_imgs" / f"{path.stem}{suffix}.{ext}"
+
+
+def _restore_one(path: Path, restorer, cache, args, out: Path, input_set: set[Path]) -> dict:
+    image = read_image(path, keep_alpha=True)
+    alpha = image[..., 3] if image.shape[2] == 4 else None
+    rgb = image[..., :3]
+    whole_path = _output_paths(path, args, out, alpha is not None)
+    if whole_path.resolve() in input_set:
+        raise InstantRestoreError(f"{path}: output {whole_path} would overwrite an input")
+    if whole_path.exists() and not args.overwrite:
+        raise FileExistsError(f"{path}: output {whole_path} exists; pass --overwrite to replace it")
+
+    if args.aligned:
+        restored = restorer.restore_face(rgb, refs=cache, seed=args.seed)
+        crops, faces, whole = [rgb], [restored], restored
+        identity = restorer.identity_to_references([restored], cache)
+        warnings: list[str] = []
+    else:
+        result = restorer.restore(rgb, refs=cache, seed=args.seed, only_center_face=args.only_center_face,
+                                  upscale=args.upscale, alpha=alpha)
+        crops = [face.cropped for face in result.faces]
+        faces = [face.restored for face in result.faces]
+        identity = [face.identity for face in result.faces]
+        whole, warnings = result.image, result.warnings
+
+    outputs = []
+    for k, (crop, face) in enumerate(zip(crops, faces)):
+        outputs.append(write_image(out / "cropped_faces" / f"{path.stem}_{k}.png", crop, args.overwrite))
+        outputs.append(write_image(out / "restored_faces" / f"{path.stem}_{k}.png", face, args.overwrite))
+    outputs.append(write_image(whole_path, whole, args.overwrite))
+    return {"faces": len(faces), "identity": [None if s is None else round(s, 4) for s in identity],
+            "outputs": [str(p) for p in outputs], "warnings": warnings}
+
+
+# ----------------------------------------------------------------------------------------- degrade
+def cmd_degrade(args: argparse.Namespace) -> int:
+    from instantrestore.degradations import PRESETS, degrade
+
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset {args.preset}: unknown (choose from {', '.join(PRESETS)})")
+    inputs = expand_inputs(args.input)
+    out = Path(args.output)
+    failed = 0
+    for path in inputs:
+        target = out / f"{path.stem}.png"  # lossless, so the degradation is exactly what the preset made
+        try:
+            if target.exists() and not args.overwrite:
+                raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+            # The seed mixes in the file name: the same photo degrades the same way in any batch.
+            seed = zlib.crc32(path.name.encode()) ^ args.seed
+            write_image(target, degrade(read_image(path), args.preset, seed), args.overwrite)
+        except (InstantRestoreError, FileExistsError, OSError) as err:
+            failed += 1
+            _err(_named(path, err))
+    print(f"degraded {len(inputs) - failed}/{len(inputs)} photos with '{args.preset}' -> {out}")
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+# ------------------------------------------------------------------------------------ prepare-data
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+    from instantrestore.data.prepare import prepare_dataset
+
+    if not Path(args.src).is_dir():
+        raise UsageError(f"{args.src}: not a directory (expected one folder per person)")
+    summary = prepare_dataset(args.src, args.output, size=args.size, detector=args.detector,
+                              splits_csv=args.splits, progress=not args.quiet)
+    print(summary)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from instantrestore.training.trainer import train_main
+
+    if not Path(args.config).is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    final = train_main(args.config, args.overrides)
+    print(f"trained model: {final}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------- benchmark
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from instantrestore.evaluation.benchmark import run_benchmark
+
+    if not Path(args.data).is_dir():
+        raise UsageError(f"--data {args.data}: not a prepared data directory (see `prepare-data`)")
+    num_refs = [int(k) for k in args.num_refs.split(",")]
+    run_benchmark(args.data, args.output, models=args.models, presets=args.presets, num_refs=num_refs,
+                  split=args.split, max_people=args.max_people, seed=args.seed, device=args.device,
+                  identity_model_path=args.identity_model, progress=not args.quiet)
+    print(f"benchmark -> {Path(args.output) / 'results.md'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------- identity
+def cmd_identity(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from instantrestore.faces import FaceAnalyzer, load_identity_model
+
+    if (args.b is None) == (not args.refs):
+        raise UsageError("give either a second image B or --refs")
+    model = load_identity_model(args.identity_model)
+    analyzer = FaceAnalyzer(detector=args.detector)
+    ref_paths = [Path(args.b)] if args.b else _reference_files(args.refs)
+    query_crops, notes = analyzer.reference_crops([read_image(args.a)], 512, model)
+    if not query_crops:
+        raise InstantRestoreError(f"{args.a}: no face found")
+    ref_crops, ref_notes = analyzer.reference_crops(_read_references(ref_paths), 512, model)
+    if not ref_crops:
+        raise InstantRestoreError("no face found in the references")
+    for note in notes + ref_notes:
+        print(f"note: {note}", file=sys.stderr)
+    scores = model.embed(ref_crops) @ model.embed(query_crops)[0]
+    print(json.dumps({"a": args.a, "refs": [str(p) for p in ref_paths], "model": model.name,
+                      "identity": round(float(np.mean(scores)), 4),
+                      "per_reference": [round(float(s), 4) for s in scores],
+                      "same_person_threshold": model.same_person_threshold}, indent=2))
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from instantrestore.demo import run_demo
+
+    run_demo(Path(args.output), device=args.device)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instantrestore", description="Reference-guided, personalized face restoration.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, model: bool = False) -> None:
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p.add_argument("--detector", default="default", help="face detector: default, dlib, yunet, or an SCRFD .onnx")
+        p.add_argument("--identity-model", default=None, metavar="PATH",
+                       help="ArcFace ONNX model for identity scores (default: dlib's descriptor, offline)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        if model:
+            p.add_argument("--model", default="default", help="model name or path (default, gfpgan, bicubic, DIR, .pth)")
+            p.add_argument("--weights", default=None, metavar="PATH", help="weight file for --model gfpgan (official .pth)")
+
+    p = sub.add_parser("restore", help="restore faces in whole photos (or aligned crops) with references")
+    p.add_argument("input", nargs="*", help="photos or directories")
+    p.add_argument("-i", "--input", dest="input_flag", action="append", default=[], help="as GFP-GAN: a photo or directory")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--refs", nargs="+", default=None, help="reference photos of the same person (files or a directory)")
+    p.add_argument("--num-refs", type=int, default=4, help="use up to K references; 0 restores blind")
+    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
+    p.add_argument("--only-center-face", action="store_true")
+    p.add_argument("-s", "--upscale", type=int, default=1, help="background upscale factor")
+    p.add_argument("--ext", default="auto", help="output extension: auto (as input), png, jpg")
+    p.add_argument("--suffix", default=None, help="suffix of restored whole photos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    common(p, model=True)
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("degrade", help="reproducible synthetic degradation")
+    p.add_argument("input", nargs="+")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_degrade)
+
+    p = sub.add_parser("prepare-data", help="detect, align and landmark an identity-grouped collection")
+    p.add_argument("src", help="one folder per person")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--splits", default=None, help="CSV of person,split (default: splits.csv beside SRC)")
+    common(p)
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train a restorer from a YAML recipe")
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.steps=100")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("benchmark", help="GAN vs diffusion, with and without references")
+    p.add_argument("--data", required=True, help="a prepare-data directory")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--models", nargs="+", default=["degraded", "bicubic", "gfpgan", "default"])
+    p.add_argument("--presets", nargs="+", default=["sr8"])
+    p.add_argument("--num-refs", default="0,4")
+    p.add_argument("--split", default="val")
+    p.add_argument("--max-people", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("identity", help="identity similarity between faces")
+    p.add_argument("a")
+    p.add_argument("b", nargs="?", default=None)
+    p.add_argument("--refs", nargs="+", default=None)
+    common(p)
+    p.set_defaults(func=cmd_identity)
+
+    p = sub.add_parser("demo", help="what `make demo` runs")
+    p.add_argument("-o", "--output", default="demo_out")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except (ConfigError, WeightsError) as err:  # nothing could run: a set-up problem, like a bad flag
+        _err(str(err))
+        return EXIT_USAGE
+    except InstantRestoreError as err:
+        _err(str(err))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted; outputs written so far are complete (atomic writes)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

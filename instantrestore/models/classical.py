@@ -1,0 +1,26 @@
+"""Classical baselines: no learning, named for what they are."""
+
+from __future__ import annotations
+
+import torch
+
+from instantrestore.models.base import Restorer
+from instantrestore.references import ReferenceCache
+
+
+class BicubicRestorer(Restorer):
+    """Bicubic resampling only, no restoration: the honest floor of every comparison.
+
+    The shared pipeline already resizes each aligned crop to `face_size` bicubically, so the face
+    comes back exactly as that resize left it; on whole photos `-s/--upscale` resizes the background.
+    """
+
+    name = "bicubic"
+
+    def __init__(self, face_size: int = 512, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.face_size = face_size
+
+    def restore_tensor(self, faces: torch.Tensor, refs: ReferenceCache | None,
+                       generator: torch.Generator | None) -> torch.Tensor:
+        return faces

@@ -1,0 +1,103 @@
+"""The command line per the contract: outputs, report.json, exit codes, bad inputs, no input modified."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from instantrestore.cli import main
+from instantrestore.imageio import read_image, write_image
+
+
+def _digest(paths):
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+@pytest.fixture
+def photo_batch(shared, tmp_path) -> list[Path]:
+    """One real low-quality photo with a face, and four bad inputs."""
+    good = tmp_path / "in" / "00.jpg"
+    good.parent.mkdir()
+    shutil.copy(shared / "data/real-lq/whole_imgs/00.jpg", good)
+    (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    data = good.read_bytes()
+    (tmp_path / "in" / "truncated.jpg").write_bytes(data[: len(data) // 4])
+    (tmp_path / "in" / "text.jpg").write_text("not a photo\n")
+    y, x = np.mgrid[0:200, 0:300]
+    write_image(tmp_path / "in" / "noface.png", np.stack([x % 256, y % 256, (x * y) % 256], 2).astype(np.uint8))
+    return sorted((tmp_path / "in").iterdir())
+
+
+def test_restore_real_photos_end_to_end(shared, tmp_path):
+    inputs = sorted((shared / "data/real-lq/whole_imgs").iterdir())
+    before = _digest(inputs)
+    assert main(["restore", *map(str, inputs), "-o", str(tmp_path), "--model", "bicubic", "-q"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [entry["status"] for entry in report["inputs"]] == ["ok"] * 3
+    assert all(entry["faces"] >= 1 for entry in report["inputs"])
+    for path in inputs:
+        restored = tmp_path / "restored_imgs" / f"{path.stem}{path.suffix.lower()}"
+        assert read_image(restored).shape == read_image(path).shape
+        assert (tmp_path / "restored_faces" / f"{path.stem}_0.png").is_file()
+        assert (tmp_path / "cropped_faces" / f"{path.stem}_0.png").is_file()
+    assert _digest(inputs) == before
+
+
+def test_bad_inputs_fail_alone(photo_batch, tmp_path, capsys):
+    before = _digest(photo_batch)
+    out = tmp_path / "out"
+    code = main(["restore", *map(str, photo_batch), "-o", str(out), "--model", "bicubic", "-q"])
+    assert code == 1
+    report = {Path(e["input"]).name: e["status"] for e in json.loads((out / "report.json").read_text())["inputs"]}
+    assert report["00.jpg"] == "ok"
+    stderr = capsys.readouterr().err
+    for name in ("empty.jpg", "truncated.jpg", "text.jpg", "noface.png"):
+        assert report[name] != "ok" and name in report[name]
+        assert any(name in line for line in stderr.splitlines())
+    assert "no face" in report["noface.png"]
+    assert (out / "restored_imgs" / "00.jpg").is_file()
+    assert _digest(photo_batch) == before
+
+
+def test_existing_output_needs_overwrite(shared, tmp_path):
+    photo = shared / "data/real-lq/whole_imgs/00.jpg"
+    args = ["restore", str(photo), "-o", str(tmp_path), "--model", "bicubic", "-q"]
+    assert main(args) == 0
+    assert main(args) == 1
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_aligned_crops_with_suffix_and_ext(shared, tmp_path):
+    crop = shared / "data/real-lq/cropped_faces/Adele_crop.png"
+    args = ["restore", str(crop), "-o", str(tmp_path), "--model", "bicubic", "--aligned",
+            "--suffix", "restored", "--ext", "jpg", "-q"]
+    assert main(args) == 0
+    assert read_image(tmp_path / "restored_imgs" / "Adele_crop_restored.jpg").shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("argv", [
+    ["restore", "x.jpg", "-o", "out", "--refs", "/nonexistent/refs"],
+    ["train", "--config", "/nonexistent.yaml"],
+    ["degrade", "x.jpg", "-o", "out", "--preset", "nope"],
+    ["restore", "x.jpg", "-o", "out", "--model", "/nonexistent/model_dir"],
+])
+def test_usage_errors_exit_2(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_bad_flag_exits_2():
+    with pytest.raises(SystemExit) as info:
+        main(["restore", "x.jpg", "-o", "out", "--bogus-flag"])
+    assert info.value.code == 2
+
+
+def test_degrade_is_reproducible(shared, tmp_path):
+    photo = shared / "data/frll/images/001/001_03.jpg"
+    for run in ("a", "b"):
+        assert main(["degrade", str(photo), "-o", str(tmp_path / run), "--preset", "codeformer", "--seed", "3"]) == 0
+    assert (tmp_path / "a/001_03.png").read_bytes() == (tmp_path / "b/001_03.png").read_bytes()

@@ -186,7 +186,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
     if not Path(args.src).is_dir():
         raise UsageError(f"{args.src}: not a directory (expected one folder per person)")
     summary = prepare_dataset(args.src, args.output, size=args.size, detector=args.detector,
-                              splits_csv=args.splits, progress=not args.quiet)
+                              splits_csv=args.splits, progress=not args.quiet,
+                              max_landmark_error=args.max_landmark_error)
     print(summary)
     return EXIT_OK
 
@@ -295,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--splits", default=None, help="CSV of person,split (default: splits.csv beside SRC)")
+    p.add_argument("--max-landmark-error", type=float, default=None,
+                   help="drop faces whose 68 landmarks disagree with the detector by more than this fraction "
+                        "of the crop (profiles measure > 0.1); default keeps every face")
     common(p)
     p.set_defaults(func=cmd_prepare_data)
 

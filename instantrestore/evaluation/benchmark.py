@@ -1,0 +1,439 @@
+"""The GAN-vs-diffusion benchmark: restore one held-out photo per person, blind and with references.
+
+For each person of the split:
+  target      ONE photo, held out: FRLL view 03 (neutral, frontal) when the person has it, otherwise the
+              first photo by name. It is degraded with each preset from a seed fixed by (seed, person,
+              preset), so every method restores the same input bytes.
+  references  the person's OTHER photos (never the target), in a fixed order: FRLL views by pose --
+              frontal 08, then three-quarter 02, 04, 07, 09, then the profiles -- otherwise by name;
+              `k` references are the first k. People with fewer than max(num_refs) other photos are left
+              out (and listed), so every row is measured on the same faces.
+Methods: `degraded` (the input itself), then restorers. Reference-free ones run once (num_refs 0);
+reference-using ones once per k in `num_refs` (k = 0 restores blind).
+
+Every (method, preset, num_refs) cell is saved in OUT/cells/ as soon as it is done; a re-run with the
+same data, split, seed and metrics skips finished cells, so an interrupted benchmark resumes. Cells are
+keyed by the method's label, not its weights: after retraining a model, use a new OUT (or delete its cells).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from instantrestore.data.prepare import DataIndex, load_index
+from instantrestore.degradations import degrade, get_preset
+from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
+                                               identity_similarity, landmark_distance, lpips_metric, ms_ssim,
+                                               paired_difference, psnr, ssim)
+from instantrestore.faces import load_identity_model
+from instantrestore.faces.identity import ALIGNED_FACE_BOX
+from instantrestore.faces.landmarks import LandmarkPredictor
+from instantrestore.imageio import read_image, write_bytes, write_image
+from instantrestore.models.base import Restorer
+
+DEGRADED = "degraded"
+DEFAULT_MODELS = (DEGRADED, "bicubic", "gfpgan", "default")
+# FRLL photo names end in the view number; views.csv: 03/08 front, 02/04/07/09 three-quarter, rest profile.
+_FRLL_NAME = re.compile(r"_(\d\d)$")
+FRLL_TARGET_VIEW = "03"
+FRLL_REFERENCE_VIEWS = ("08", "02", "04", "07", "09", "01", "05", "06", "10")
+# Which way each metric is better, for the paired comparisons.
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "lmd": False}
+GRID_THUMB = 160
+
+
+# --------------------------------------------------------------------------------------------- the cases
+def _frll_view(name: str) -> str | None:
+    match = _FRLL_NAME.search(name)
+    return match.group(1) if match else None
+
+
+def choose_target(photos: Sequence[str]) -> str:
+    """The held-out photo: FRLL view 03 (frontal, neutral) if present, else the first name in sorted order."""
+    names = sorted(photos)
+    frontal = [name for name in names if _frll_view(name) == FRLL_TARGET_VIEW]
+    return frontal[0] if frontal else names[0]
+
+
+def order_references(photos: Sequence[str], target: str) -> list[str]:
+    """The person's other photos, best references first: FRLL frontal, three-quarter, profile; else by name."""
+    others = sorted(name for name in photos if name != target)
+
+    def pose_rank(name: str) -> int:
+        view = _frll_view(name)
+        return FRLL_REFERENCE_VIEWS.index(view) if view in FRLL_REFERENCE_VIEWS else len(FRLL_REFERENCE_VIEWS)
+
+    return sorted(others, key=pose_rank)  # stable: names in order within a rank
+
+
+@dataclass(frozen=True)
+class Case:
+    """One person of the benchmark: the held-out target and the ordered reference photos."""
+
+    person: str
+    target: str
+    references: tuple[str, ...]
+
+
+def benchmark_cases(index: DataIndex, split: str, max_refs: int,
+                    max_people: int | None = None) -> tuple[list[Case], list[str]]:
+    """(cases, people left out for having fewer than `max_refs` other photos), people in sorted order."""
+    cases, left_out = [], []
+    for person in index.people(split):
+        photos = index.photos(person)
+        target = choose_target(photos)
+        references = order_references(photos, target)
+        if len(references) < max_refs:
+            left_out.append(person)
+            continue
+        cases.append(Case(person, target, tuple(references)))
+        if max_people is not None and len(cases) >= max_people:
+            break
+    return cases, left_out
+
+
+def degradation_seed(seed: int, person: str, preset: str) -> np.random.Generator:
+    """The same input bytes for every method and every run, independent of which people or presets run."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(person.encode()), zlib.crc32(preset.encode())]))
+
+
+# --------------------------------------------------------------------------------------------- scoring
+class FaceScorer:
+    """Every per-face metric of the benchmark, with the models they need loaded once."""
+
+    def __init__(self, identity_model_path: str | None = None, device: str = "cpu") -> None:
+        models = [load_identity_model(None)]
+        if identity_model_path is not None:
+            models.append(load_identity_model(identity_model_path))
+        self.identity_models = {identity_column(model): model for model in models}
+        predictor = LandmarkPredictor()
+        # Crops are aligned: dlib's predictor runs in the fixed box where the face sits (faces/identity.py).
+        self.landmarks_68 = lambda crop: predictor(crop, ALIGNED_FACE_BOX * LMD_SIZE)
+        self.lpips = lpips_metric(device)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips"]
+
+    def score(self, restored: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
+        scores: dict[str, float | None] = {"psnr": psnr(restored, target), "ssim": ssim(restored, target)}
+        try:
+            scores["ms_ssim"] = ms_ssim(restored, target)
+        except ValueError:  # crops too small for five scales
+            scores["ms_ssim"] = None
+        for column, model in self.identity_models.items():
+            scores[column] = identity_similarity([restored], [target], model)[0]
+        scores["lmd"] = landmark_distance(restored, target, self.landmarks_68)
+        scores["lpips"] = self.lpips(restored, target) if self.lpips is not None else None
+        return scores
+
+
+# --------------------------------------------------------------------------------------------- running
+def _label(model: str | Restorer, key: str | None = None) -> str:
+    if key is not None:
+        return key
+    if isinstance(model, Restorer):
+        return model.name
+    return Path(model).name if os.sep in str(model) else str(model)
+
+
+def _cell_path(out: Path, method: str, preset: str, num_refs: int) -> Path:
+    return out / "cells" / preset / f"{method}_r{num_refs}.json"
+
+
+def _face_path(out: Path, preset: str, person: str, name: str) -> Path:
+    return out / "faces" / preset / person / f"{name}.png"
+
+
+def _run_cell(method: str, restorer: Restorer | None, preset: str, num_refs: int, cases: list[Case],
+              index: DataIndex, inputs: dict, scorer: FaceScorer, out: Path, seed: int, bar: tqdm) -> dict[str, Any]:
+    """Restore and score every case for one (method, preset, num_refs); returns the cell record."""
+    meter = ResourceMeter()
+    encode_seconds = 0.0
+    faces = []
+    for case in cases:
+        target, degraded = inputs[(case.person, preset)]
+        if restorer is None:
+            restored = degraded
+        else:
+            refs = None
+            if num_refs > 0:
+                references = [read_image(index.image_path(case.person, name)) for name in case.references[:num_refs]]
+                encoder = ResourceMeter()
+                with encoder.measure():
+                    refs = restorer.encode_references(references, num_refs=num_refs)
+                encode_seconds += encoder.seconds
+                meter.peak_rss_mb = max(meter.peak_rss_mb, encoder.peak_rss_mb)
+            with meter.measure():  # one face at a time: seconds per face as a user restoring one photo sees it
+                restored = restorer.restore_faces([degraded], refs=refs, seed=seed)[0]
+        write_image(_face_path(out, preset, case.person, f"{method}_r{num_refs}"), restored, overwrite=True)
+        faces.append({"person": case.person, "target": case.target, "references": list(case.references[:num_refs]),
+                      **scorer.score(restored, target)})
+        bar.update(1)
+    n = len(cases)
+    timed = restorer is not None
+    return {"method": method, "preset": preset, "num_refs": num_refs, "faces": faces,
+            "sec_per_face": meter.seconds / n if timed else 0.0,
+            "sec_encode_refs_per_face": encode_seconds / n if timed and num_refs > 0 else None,
+            "peak_rss_mb": round(meter.peak_rss_mb, 1) if timed else None}
+
+
+def _summarise(cell: dict[str, Any], metric_names: list[str], seed: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": cell["method"], "num_refs": cell["num_refs"], "preset": cell["preset"],
+                           "n": len(cell["faces"])}
+    for metric in metric_names:
+        values = [face[metric] for face in cell["faces"] if face[metric] is not None]
+        row[metric] = float(np.mean(values)) if values else None
+        row[f"{metric}_ci95"] = bootstrap_ci95(values, seed=seed) if values else None
+    for key in ("sec_per_face", "sec_encode_refs_per_face", "peak_rss_mb"):
+        row[key] = cell[key]
+    return row
+
+
+def _paired_rows(cells: dict[tuple[str, str, int], dict], reference_methods: list[str], presets: list[str],
+                 num_refs: list[int], metric_names: list[str], seed: int) -> list[dict[str, Any]]:
+    """Do references help? Each reference-using method with k references against itself blind, face by face."""
+    rows = []
+    for method in reference_methods:
+        for preset in presets:
+            blind = cells.get((method, preset, 0))
+            for k in (k for k in num_refs if k > 0):
+                guided = cells.get((method, preset, k))
+                if blind is None or guided is None:
+                    continue
+                for metric in metric_names:
+                    a = [face[metric] for face in guided["faces"]]
+                    b = [face[metric] for face in blind["faces"]]
+                    if all(v is None for v in a + b):
+                        continue
+                    higher = HIGHER_IS_BETTER.get(metric, True)  # identity columns: higher is better
+                    comparison = paired_difference(a, b, higher_is_better=higher, seed=seed)
+                    rows.append({"method": method, "preset": preset, "metric": metric, "a_num_refs": k,
+                                 "b_num_refs": 0, **comparison.as_dict()})
+    return rows
+
+
+def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                  models: dict[str, Restorer] | Sequence[str | Restorer] | None = None,
+                  presets: Sequence[str] = ("sr8",), num_refs: Sequence[int] = (0, 4), split: str = "val",
+                  max_people: int | None = None, seed: int = 0, progress: bool = True, device: str = "auto",
+                  identity_model_path: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark; writes OUT/results.json, results.md, grid.png, faces/ and cells/.
+
+    `models`: restorers by label (a dict), or a list of names/paths for `instantrestore.load_restorer`
+    and restorer objects; "degraded" stands for the input itself. Returns the results.json content.
+    """
+    out = Path(out_dir)
+    index = load_index(data_dir)
+    presets = [get_preset(p).name for p in presets]
+    num_refs = sorted(set(int(k) for k in num_refs))
+    if any(k < 0 for k in num_refs):
+        raise ValueError(f"num_refs must be >= 0, got {num_refs}")
+    if models is None:
+        models = list(DEFAULT_MODELS)
+    methods = dict(models) if isinstance(models, dict) else {_label(m): m for m in models}
+
+    cases, left_out = benchmark_cases(index, split, max(num_refs), max_people)
+    if not cases:
+        raise ValueError(f"{data_dir}: no person in split {split!r} has a target and {max(num_refs)} other photos")
+    scorer = FaceScorer(identity_model_path, device="cpu")
+    fingerprint = {"data": str(Path(data_dir).resolve()), "split": split, "seed": seed,
+                   "cases": [[c.person, c.target, list(c.references)] for c in cases],
+                   "metrics": scorer.metric_names}
+
+    # Inputs: ground truth and its degraded copies, the same for every method.
+    inputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for case in cases:
+        target = read_image(index.image_path(case.person, case.target))
+        for preset in presets:
+            write_image(_face_path(out, preset, case.person, "ground_truth"), target, overwrite=True)
+            degraded = degrade(target, preset, degradation_seed(seed, case.person, preset))
+            inputs[(case.person, preset)] = (target, degraded)
+            write_image(_face_path(out, preset, case.person, "input"), degraded, overwrite=True)
+
+    cells: dict[tuple[str, str, int], dict] = {}
+    reference_methods: list[str] = []
+    # The total grows method by method: which models take references is known once they load.
+    bar = tqdm(total=0, desc="benchmark", unit="face", disable=not progress)
+    for method, model in methods.items():
+        restorer = model if isinstance(model, Restorer) else None
+        uses_references = _uses_references(method, restorer, out, presets[0], fingerprint)
+        if uses_references is None:  # a named model with nothing cached: load it to find out
+            restorer = _load(model, device)
+            uses_references = restorer.uses_references
+        if uses_references:
+            reference_methods.append(method)
+        plan = [(preset, k) for preset in presets for k in (num_refs if uses_references else [0])]
+        missing = [(p, k) for p, k in plan if _cached_cell(_cell_path(out, method, p, k), fingerprint) is None]
+        bar.total += len(cases) * len(missing)
+        bar.refresh()
+        if missing and restorer is None and method != DEGRADED:
+            restorer = _load(model, device)
+        for preset, k in plan:
+            path = _cell_path(out, method, preset, k)
+            cell = _cached_cell(path, fingerprint)
+            if cell is None:
+                bar.set_postfix_str(f"{method} {preset} refs={k}")
+                cell = _run_cell(method, restorer, preset, k, cases, index, inputs, scorer, out, seed, bar)
+                write_bytes(path, json.dumps({"fingerprint": fingerprint, "uses_references": uses_references,
+                                              **cell}, indent=1).encode())
+            cells[(method, preset, k)] = cell
+        del restorer  # a loaded model is freed before the next one loads, so peak memory is per method
+        gc.collect()
+    bar.close()
+
+    metric_names = scorer.metric_names
+    results = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": str(data_dir),
+        "split": split,
+        "seed": seed,
+        "presets": presets,
+        "num_refs": num_refs,
+        "people": [case.person for case in cases],
+        "left_out": left_out,
+        "selection": "target: FRLL view 03 if present, else first photo by name; references: the other photos, "
+                     "FRLL views 08, 02, 04, 07, 09, then profiles, else by name; the first k are used",
+        "rows": [_summarise(cells[key], metric_names, seed) for key in cells],
+        "paired": _paired_rows(cells, reference_methods, presets, num_refs, metric_names, seed),
+    }
+    write_bytes(out / "results.json", json.dumps(results, indent=1, allow_nan=False).encode())
+    write_bytes(out / "results.md", results_markdown(results, index).encode())
+    for number, preset in enumerate(presets):
+        grid = make_grid(out, preset, cases, [key for key in cells if key[1] == preset], max(num_refs), index)
+        name = "grid.png" if number == 0 else f"grid_{preset}.png"
+        write_image(out / name, grid, overwrite=True)
+    return results
+
+
+def _load(name: str, device: str) -> Restorer:
+    import instantrestore
+
+    return instantrestore.load_restorer(name, device=device)
+
+
+def _uses_references(method: str, restorer: Restorer | None, out: Path, preset: str,
+                     fingerprint: dict) -> bool | None:
+    """Whether a method takes references: from the object, from its cached blind cell, or None (unknown)."""
+    if method == DEGRADED:
+        return False
+    if restorer is not None:
+        return restorer.uses_references
+    cell = _cached_cell(_cell_path(out, method, preset, 0), fingerprint)
+    return None if cell is None else bool(cell["uses_references"])
+
+
+def _cached_cell(path: Path, fingerprint: dict) -> dict | None:
+    """A finished cell from an earlier run with the same data, cases, seed and metrics, else None."""
+    if not path.is_file():
+        return None
+    try:
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cell if cell.get("fingerprint") == fingerprint else None
+
+
+# --------------------------------------------------------------------------------------------- reporting
+def _fmt(value: float | None, ci: float | None, digits: int) -> str:
+    if value is None:
+        return "–"
+    if ci is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {ci:.{digits}f}"
+
+
+def results_markdown(results: dict[str, Any], index: DataIndex | None = None) -> str:
+    """results.md: the paper-style table per preset and the paired "do references help" rows."""
+    identity_columns = [key for key in results["rows"][0] if key.startswith("identity") and not key.endswith("_ci95")]
+    columns = [("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3), ("ms_ssim", "MS-SSIM↑", 3), ("lpips", "LPIPS↓", 3),
+               *[(c, "ID↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2)]
+    lines = [f"# Benchmark ({results['created']})", "",
+             f"Data: `{results['data']}`, split `{results['split']}`, {len(results['people'])} people, "
+             f"one held-out photo each; seed {results['seed']}.",
+             f"Selection: {results['selection']}.",
+             "Values: mean over faces ± half-width of the 95% bootstrap interval. ID: cosine similarity of "
+             "restored and ground-truth descriptors (dlib unless named). LMD: mean distance of 68 landmarks, "
+             "pixels at 512. Time: seconds per face restored (reference encoding not included); "
+             "peak RSS: resident memory of the benchmark process while the method ran.", ""]
+    if results["left_out"]:
+        lines += [f"Left out (too few other photos): {', '.join(results['left_out'])}.", ""]
+    if any(get_preset(preset).sr_factor for preset in results["presets"]):
+        lines += ["The `sr*` inputs are already resized back to full size (bicubic), so `bicubic` differs from "
+                  "`degraded` only by the resize to and from its face size.", ""]
+    if any(row["lpips"] is None for row in results["rows"]):
+        lines += ["LPIPS: not computed (the `lpips` package or its AlexNet weights are not on this machine).", ""]
+    for preset in results["presets"]:
+        lines += [f"## Preset `{preset}`", "",
+                  "| Method | Refs | " + " | ".join(c[1] for c in columns) + " | Time (s) | Peak RSS (MB) |",
+                  "|---|---:|" + "---:|" * len(columns) + "---:|---:|"]
+        for row in (r for r in results["rows"] if r["preset"] == preset):
+            cells = [_fmt(row[key], row[f"{key}_ci95"], digits) for key, _, digits in columns]
+            rss = "–" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
+            lines.append(f"| {row['method']} | {row['num_refs']} | " + " | ".join(cells)
+                         + f" | {row['sec_per_face']:.3f} | {rss} |")
+        lines.append("")
+    if results["paired"]:
+        lines += ["## Do references help?", "",
+                  "Per-face difference (k references − blind) of the same method on the same faces; "
+                  "'better' is the share of faces that improved.", "",
+                  "| Method | Preset | k | Metric | Mean difference | Better |", "|---|---|---:|---|---:|---:|"]
+        for row in results["paired"]:
+            lines.append(f"| {row['method']} | {row['preset']} | {row['a_num_refs']} | {row['metric']} | "
+                         f"{_fmt(row['mean_diff'], row['ci95'], 4)} | {row['a_better']:.0%} |")
+        lines.append("")
+    source = ""
+    if index is not None:
+        manifest = json.loads((index.root / "manifest.json").read_text())
+        source = str(manifest.get("source", ""))
+    if "frll" in (source + results["data"]).lower():
+        lines += ["Faces: Face Research Lab London Set, CC BY 4.0 — DeBruine, L. & Jones, B. (2017), "
+                  "figshare, doi:10.6084/m9.figshare.5047666.v5.", ""]
+    return "\n".join(lines)
+
+
+def make_grid(out: Path, preset: str, cases: list[Case], cell_keys: list[tuple[str, str, int]],
+              max_refs: int, index: DataIndex, max_rows: int = 8) -> np.ndarray:
+    """Rows: people; columns: input, each method (and k), ground truth, the references (tiled)."""
+    restored_keys = [key for key in cell_keys if key[0] != DEGRADED]
+    headers = [f"input ({preset})"] + [f"{m}" + (f" k={k}" if k else "") for m, _, k in restored_keys]
+    headers += ["ground truth", f"references ({max_refs})" if max_refs else "references"]
+    header_height = 20
+    rows = cases[:max_rows]
+    grid = Image.new("RGB", (GRID_THUMB * len(headers), header_height + GRID_THUMB * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, header in enumerate(headers):
+        draw.text((column * GRID_THUMB + 4, 4), header, fill="black")
+
+    def thumb(image: np.ndarray, side: int = GRID_THUMB) -> Image.Image:
+        return Image.fromarray(image).resize((side, side), Image.BICUBIC)
+
+    for row, case in enumerate(rows):
+        top = header_height + row * GRID_THUMB
+        names = ["input"] + [f"{m}_r{k}" for m, _, k in restored_keys]
+        images = [read_image(_face_path(out, preset, case.person, name)) for name in names]
+        images.append(read_image(index.image_path(case.person, case.target)))
+        for column, image in enumerate(images):
+            grid.paste(thumb(image), (column * GRID_THUMB, top))
+        references = case.references[:max_refs]
+        if references:  # tiled in one cell: 2x2 for four references
+            per_side = math.ceil(math.sqrt(len(references)))
+            side = GRID_THUMB // per_side
+            for number, name in enumerate(references):
+                x = len(images) * GRID_THUMB + (number % per_side) * side
+                y = top + (number // per_side) * side
+                grid.paste(thumb(read_image(index.image_path(case.person, name)), side), (x, y))
+    return np.asarray(grid)

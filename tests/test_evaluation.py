@@ -1,0 +1,158 @@
+"""Metrics against hand-computed values, and the benchmark on a tiny prepared FRLL subset."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instantrestore.evaluation import metrics
+from instantrestore.evaluation.benchmark import choose_target, order_references, run_benchmark
+from instantrestore.imageio import read_image
+from instantrestore.models.base import Restorer
+from instantrestore.models.classical import BicubicRestorer
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_psnr_of_known_noise(rng):
+    clean = np.full((32, 32, 3), 128, np.uint8)
+    noisy = (clean.astype(int) + rng.choice([-5, 5], clean.shape)).astype(np.uint8)  # MSE exactly 25
+    assert metrics.psnr(noisy, clean) == pytest.approx(10 * math.log10(255**2 / 25), abs=1e-9)
+    assert metrics.psnr(clean, clean) == math.inf
+
+
+def test_ssim_and_ms_ssim(rng):
+    image = rng.integers(0, 256, (176, 176, 3), dtype=np.uint8)
+    noise = rng.normal(0, 1, image.shape)
+    slightly, very = (np.clip(image + sigma * noise, 0, 255).astype(np.uint8) for sigma in (10, 60))
+    assert metrics.ssim(image, image) == pytest.approx(1.0)
+    assert metrics.ms_ssim(image, image) == pytest.approx(1.0, abs=1e-6)
+    assert 0 < metrics.ssim(very, image) < metrics.ssim(slightly, image) < 1
+    assert 0 < metrics.ms_ssim(very, image) < metrics.ms_ssim(slightly, image) < 1
+    with pytest.raises(ValueError, match="larger than 160"):
+        metrics.ms_ssim(image[:64, :64], image[:64, :64])
+
+
+def test_bootstrap_ci(rng):
+    assert metrics.bootstrap_ci95([0.7] * 10) == 0.0
+    assert metrics.bootstrap_ci95([0.7]) is None
+    sample = rng.normal(0, 1, 400)
+    normal_theory = 1.96 * sample.std(ddof=1) / math.sqrt(len(sample))
+    assert metrics.bootstrap_ci95(sample, seed=3) == pytest.approx(normal_theory, rel=0.15)
+    assert metrics.bootstrap_ci95(sample, seed=3) == metrics.bootstrap_ci95(sample, seed=3)  # seeded
+
+
+def test_paired_difference_sign():
+    blind = [0.80, 0.85, 0.90, 0.70]
+    guided = [value + 0.05 for value in blind]
+    comparison = metrics.paired_difference(guided, blind)
+    assert comparison.mean_diff == pytest.approx(0.05)
+    assert comparison.a_better == 1.0
+    assert comparison.ci95 == pytest.approx(0.0, abs=1e-12)  # identical differences
+    # Lower is better (LMD): a larger distance is worse for A.
+    worse = metrics.paired_difference([2.0, 3.0, 4.0], [1.0, 1.0, 5.0], higher_is_better=False)
+    assert worse.mean_diff == pytest.approx(2 / 3) and worse.a_better == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="same faces"):
+        metrics.paired_difference([1.0], [1.0, 2.0])
+
+
+def test_peak_rss_is_measured():
+    meter = metrics.ResourceMeter()
+    with meter.measure():
+        block = np.ones(50 * 2**20, np.uint8)  # 50 MB touched inside the measured section
+        del block
+    assert meter.peak_rss_mb > 50 and meter.seconds > 0
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def test_target_and_reference_rules():
+    frll = [f"005_{view:02d}" for view in range(1, 11)]
+    assert choose_target(frll) == "005_03"
+    assert order_references(frll, "005_03")[:5] == ["005_08", "005_02", "005_04", "005_07", "005_09"]
+    assert "005_03" not in order_references(frll, "005_03")
+    assert choose_target(["b.jpg", "a.jpg", "c.jpg"]) == "a.jpg"
+    assert order_references(["c", "a", "b"], "a") == ["b", "c"]
+
+
+# ------------------------------------------------------------------------------------------------ on faces
+@pytest.fixture(scope="module")
+def tiny_data(shared, tmp_path_factory):
+    """2 FRLL val people x 2 frontal photos (the views alignment never rejects), downscaled to 256 px and
+    prepared at 192 px: the target and one reference each."""
+    from instantrestore.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    for person in ("005", "010"):
+        (root / "images" / person).mkdir(parents=True)
+        for view in ("03", "08"):
+            photo = Image.open(shared / "data" / "frll" / "images" / person / f"{person}_{view}.jpg")
+            photo.resize((256, 256), Image.LANCZOS).save(root / "images" / person / f"{person}_{view}.jpg")
+    (root / "splits.csv").write_text("face_id,split\n005,val\n010,val\n")
+    prepare_dataset(root / "images", root / "data", size=192, progress=False)
+    return root / "data"
+
+
+def test_identity_and_lmd_of_identical_faces(tiny_data):
+    from instantrestore.evaluation.benchmark import FaceScorer
+
+    scorer = FaceScorer()
+    face = read_image(tiny_data / "005" / "005_03.png")
+    other_person = read_image(tiny_data / "010" / "010_03.png")
+    identity = scorer.identity_models["identity"]
+    assert metrics.identity_similarity([face], [face], identity)[0] == pytest.approx(1.0, abs=1e-5)
+    assert metrics.identity_similarity([other_person], [face], identity)[0] < 0.95
+    assert metrics.landmark_distance(face, face, scorer.landmarks_68) == 0.0
+    assert metrics.landmark_distance(other_person, face, scorer.landmarks_68) > 1.0
+
+
+class MeanReferenceBlend(Restorer):
+    """A toy reference-using restorer: half the input, half the mean reference face."""
+
+    name = "blend"
+    uses_references = True
+    face_size = 192
+
+    def restore_tensor(self, faces, refs, generator):
+        if refs is None:
+            return faces
+        mean_reference = torch.from_numpy(refs.faces).float().div(255).permute(0, 3, 1, 2).mean(0, keepdim=True)
+        return 0.5 * faces + 0.5 * mean_reference.to(faces)
+
+
+def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    models = {"degraded": "degraded", "bicubic": BicubicRestorer(device="cpu"), "blend": MeanReferenceBlend(device="cpu")}
+    results = run_benchmark(tiny_data, out, models=models, presets=["sr8"], num_refs=[0, 1], progress=False)
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"] == results["rows"]
+    assert {"created", "data", "rows"} <= set(saved)
+    cells = [(row["method"], row["num_refs"]) for row in saved["rows"]]
+    assert cells == [("degraded", 0), ("bicubic", 0), ("blend", 0), ("blend", 1)]
+    for row in saved["rows"]:
+        for key in ("method", "num_refs", "preset", "n", "psnr", "ssim", "identity", "lmd", "lpips",
+                    "sec_per_face", "peak_rss_mb"):
+            assert key in row
+        assert row["n"] == 2 and row["preset"] == "sr8"
+        for metric in ("psnr", "ssim", "identity", "lmd"):
+            assert isinstance(row[metric], float) and isinstance(row[f"{metric}_ci95"], float)
+    rows = {(row["method"], row["num_refs"]): row for row in saved["rows"]}
+    # Bicubic restores nothing: its fidelity is the degraded input's (up to the 192->512->192 resize).
+    assert rows[("bicubic", 0)]["psnr"] == pytest.approx(rows[("degraded", 0)]["psnr"], abs=0.5)
+    assert rows[("blend", 0)]["psnr"] == rows[("degraded", 0)]["psnr"]  # blind and at its own size: the input
+    assert rows[("blend", 1)]["psnr"] != rows[("blend", 0)]["psnr"]  # the references were used
+    paired = [p for p in saved["paired"] if p["metric"] == "psnr"]
+    assert len(paired) == 1 and paired[0]["a_num_refs"] == 1 and paired[0]["n"] == 2
+    assert paired[0]["mean_diff"] == pytest.approx(rows[("blend", 1)]["psnr"] - rows[("blend", 0)]["psnr"])
+    assert (out / "grid.png").is_file() and "| blend | 1 |" in (out / "results.md").read_text()
+    assert read_image(out / "faces" / "sr8" / "005" / "blend_r1.png").shape == (192, 192, 3)
+
+    # A re-run finds every cell finished: nothing is restored again, and the numbers are the same.
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished cell was restored again")
+
+    monkeypatch.setattr(Restorer, "restore_faces", fail)
+    again = run_benchmark(tiny_data, out, models=models, presets=["sr8"], num_refs=[0, 1], progress=False)
+    assert again["rows"] == results["rows"]

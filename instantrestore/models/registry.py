@@ -1,0 +1,118 @@
+"""Named weights: where the official GFP-GAN checkpoints come from, where they are cached, how they load.
+
+`resolve_weights` turns a path or a registered name into a local file, downloading into the cache
+(`$INSTANTRESTORE_HOME/weights`, default ~/.cache/instantrestore/weights) when online. Offline, it
+says in one line which URL to fetch and where to put the file. Checkpoints are read with
+`torch.load(weights_only=True)` or safetensors, never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from instantrestore.errors import WeightsError
+from instantrestore.imageio import atomic_output
+
+
+@dataclass(frozen=True)
+class RegisteredWeights:
+    name: str
+    filename: str
+    url: str
+    sha256: str | None  # None where no trustworthy digest is known: the download is then not verified
+
+
+# Release assets of TencentARC/GFPGAN; the digests are the ones other projects pin for these files.
+REGISTERED_WEIGHTS: dict[str, RegisteredWeights] = {
+    weights.name: weights for weights in (
+        RegisteredWeights("gfpgan-v1.3", "GFPGANv1.3.pth",
+                          "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth",
+                          "c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70"),
+        RegisteredWeights("gfpgan-v1.4", "GFPGANv1.4.pth",
+                          "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+                          "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"),
+    )
+}
+
+
+def weights_dir() -> Path:
+    """The weights cache: $INSTANTRESTORE_HOME/weights, by default ~/.cache/instantrestore/weights."""
+    home = os.environ.get("INSTANTRESTORE_HOME", "~/.cache/instantrestore")
+    return Path(home).expanduser() / "weights"
+
+
+def find_registered(name: str) -> RegisteredWeights | None:
+    """A registered entry by name ("gfpgan-v1.4") or release file name ("GFPGANv1.4.pth", "GFPGANv1.4")."""
+    wanted = name.lower()
+    for weights in REGISTERED_WEIGHTS.values():
+        if wanted in (weights.name, weights.filename.lower(), Path(weights.filename).stem.lower()):
+            return weights
+    return None
+
+
+def resolve_weights(name_or_path: str | os.PathLike) -> Path:
+    """A local weights path (file or model directory) as is; a registered name -> its cached file."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    weights = find_registered(str(name_or_path))
+    if weights is None:
+        known = ", ".join(REGISTERED_WEIGHTS)
+        raise WeightsError(f"{name_or_path}: no such file, and not a registered model name ({known})")
+    target = weights_dir() / weights.filename
+    if not target.is_file():
+        download(weights, target)
+    return target
+
+
+def download(weights: RegisteredWeights, target: Path) -> Path:
+    """Fetch `weights.url` to `target` atomically, verifying its sha256 when one is registered."""
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(weights.url, timeout=60) as response, atomic_output(target) as handle:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {weights.filename}") as progress:
+                while chunk := response.read(1 << 20):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    progress.update(len(chunk))
+            # raised inside atomic_output, so the bad download is deleted, never renamed onto `target`
+            if weights.sha256 is not None and digest.hexdigest() != weights.sha256:
+                raise WeightsError(f"{weights.url}: downloaded file has sha256 {digest.hexdigest()}, "
+                                   f"expected {weights.sha256}; not saved to {target}")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise WeightsError(f"{weights.name}: cannot download ({reason}); fetch {weights.url} "
+                           f"and save it as {target}") from None
+    return target
+
+
+def load_gfpgan_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict in a GFP-GAN `.pth` (`params_ema`, else `params`, else the dict itself) or `.safetensors`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # arbitrary bytes make the unpickler fail in arbitrary ways (KeyError, EOFError, ...)
+        first_line = str(err).strip().split("\n")[0]
+        detail = f"{type(err).__name__}: {first_line[:100]}" if first_line else type(err).__name__
+        raise WeightsError(f"{path}: not a readable checkpoint, truncated or wrong file ({detail})") from None
+    if isinstance(checkpoint, dict):
+        checkpoint = checkpoint.get("params_ema", checkpoint.get("params", checkpoint))
+    if not (isinstance(checkpoint, dict) and checkpoint
+            and all(isinstance(value, torch.Tensor) for value in checkpoint.values())):
+        raise WeightsError(f"{path}: no state dict in this checkpoint (expected 'params_ema', 'params' "
+                           f"or a dict of tensors)")
+    return checkpoint

@@ -326,15 +326,6 @@ def official_entries() -> list[tuple[str, tuple[int, ...]]]:
     return entries
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: threads only add synchronisation, which is slow on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_model() -> GFPGANv1Clean:
     torch.manual_seed(0)

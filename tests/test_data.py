@@ -25,7 +25,8 @@ class FakeFace:
     box: np.ndarray
     score: float
     landmarks68: np.ndarray
-    kps5: np.ndarray
+    kps5: np.ndarray  # alignment points, derived from the 68 as FaceAnalyzer does
+    detector_kps5: np.ndarray | None = None
 
     def align(self, rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """'Align' by cropping the box and scaling it to size: a known affine to check landmarks against."""
@@ -50,7 +51,7 @@ class FakeAnalyzer:
         faces = [FakeFace(np.array([x0, x0, x0 + side, x0 + side], np.float32), score, x0 + grid * side,
                           x0 + five_points_from_68(grid * side)) for x0, side, score in ((0, 10, 0.9), (8, 32, 0.8))]
         if rgb[0, 0, 0] == 255:
-            faces[1].kps5 = faces[1].kps5 + 8
+            faces[1].detector_kps5 = faces[1].kps5 + 8
         return faces
 
 
@@ -103,6 +104,7 @@ def test_prepare_writes_crops_landmarks_manifest_and_skips(fake_collection, tmp_
     assert landmarks.shape == (68, 2)
     np.testing.assert_allclose(landmarks.min(0), [0, 0]) and np.testing.assert_allclose(landmarks.max(0), [64, 64])
     np.testing.assert_allclose(record["kps5"], five_points_from_68(landmarks), atol=1e-3)
+    assert "detector_kps5" not in record  # the fake detector gives no points of its own here
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits_csv"] == str(fake_collection.parent / "splits.csv")  # found beside SRC's parent

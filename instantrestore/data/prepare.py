@@ -140,11 +140,12 @@ def _is_current(record_path: Path, source: Path, size: int, detector: str) -> di
 
 def landmark_error(record: dict[str, Any]) -> float:
     """Mean distance between the 5 points derived from the record's 68 landmarks and its detector's 5
-    points, as a fraction of the crop side."""
+    points, as a fraction of the crop side (0 for detectors without points of their own, e.g. dlib)."""
     from instantrestore.faces.landmarks import five_points_from_68
 
     derived = five_points_from_68(np.asarray(record["landmarks68"]))
-    return float(np.linalg.norm(derived - np.asarray(record["kps5"]), axis=1).mean() / record["size"])
+    detected = np.asarray(record.get("detector_kps5", record["kps5"]))
+    return float(np.linalg.norm(derived - detected, axis=1).mean() / record["size"])
 
 
 def _skip_reason(record: dict[str, Any], max_landmark_error: float | None) -> str | None:
@@ -178,6 +179,8 @@ def _align_photo(source: Path, analyzer: FaceFinder, size: int) -> tuple[np.ndar
         "affine": np.asarray(affine).tolist(),
         "landmarks68": transform_points(face.landmarks68, affine).round(3).tolist(),
         "kps5": transform_points(face.kps5, affine).round(3).tolist(),
+        **({} if face.detector_kps5 is None else
+           {"detector_kps5": transform_points(face.detector_kps5, affine).round(3).tolist()}),
     }
 
 

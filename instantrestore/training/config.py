@@ -1,0 +1,206 @@
+"""Training configuration: typed dataclasses read from YAML, changed by `dotted.key=value` overrides.
+
+    recipe: gfpgan | instantrestore | instantrestore_prior (denoising pre-training of a compact base)
+    model:  {config: <architecture YAML, relative to this file>, overrides: {key: value}}
+    data:   where the prepared faces are and how batches are drawn
+    optim:  optimisers
+    losses: loss weights (0 turns a term off)
+    ...     loop settings (steps, checkpoints, logging)
+
+Every mistake (unknown key, wrong type, missing file) is one `ConfigError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from instantrestore.errors import ConfigError
+
+RECIPES = ("gfpgan", "instantrestore", "instantrestore_prior")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    config: str                                            # the architecture YAML, owned by the model code
+    overrides: dict[str, Any] = field(default_factory=dict)  # architecture keys changed for this run
+
+
+@dataclass
+class DataConfig:
+    data_dir: str                  # a `prepare-data` output (manifest.json + aligned crops)
+    size: int = 512                # training resolution (crops are resized to it)
+    preset: str = "gfpgan"         # degradation preset of `instantrestore degrade`
+    num_refs: int = 4              # reference slots per sample (InstantRestore)
+    batch_size: int = 4            # per device and micro-step
+    num_workers: int = 0
+    val_samples: int = 4           # fixed validation faces rendered at each validation
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-3
+    lr_d: float = 2e-3
+    betas: tuple[float, float] = (0.0, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0         # max gradient norm of the generator; 0 = no clipping
+
+
+@dataclass
+class LossConfig:
+    l1: float = 0.0                # pixel L1 ([-1, 1] images for GFP-GAN, [0, 1] for InstantRestore)
+    pyramid: float = 0.0           # GFP-GAN image-pyramid L1 on the intermediate RGB outputs
+    pyramid_until: int = 0         # drop the pyramid loss from this step on (GFP-GAN: 50k); 0 = never
+    adversarial: float = 0.0       # non-saturating GAN loss for G; 0 = no discriminator at all
+    r1_gamma: float = 10.0         # R1 weight on real images
+    r1_interval: int = 16          # lazy R1: every N discriminator steps, scaled by N (StyleGAN2)
+    ms_ssim: float = 0.0           # 1 - MS-SSIM
+    lpips: float = 0.0             # LPIPS-VGG, only if its weights are on disk
+    lpips_fallback_l1: float = 0.0  # L1 weight used INSTEAD of LPIPS when LPIPS is off (logged as such)
+    identity: float = 0.0          # 1 - ArcFace cosine, only with an ArcFace ONNX file
+    identity_weights: str | None = None
+    landmark: float = 0.0          # landmark attention loss (InstantRestore: 5000)
+
+
+@dataclass
+class TrainConfig:
+    recipe: str
+    model: ModelConfig
+    data: DataConfig
+    out_dir: str = "runs/train"
+    seed: int = 0
+    steps: int = 1000              # optimiser steps
+    max_minutes: float = 0.0       # stop (checkpoint + export) after this wall time; 0 = no limit
+    grad_accum: int = 1
+    mixed_precision: str = "no"
+    ema_decay: float = 0.999       # EMA of the generator's weights; 0 = no EMA (export the raw weights)
+    reference_dropout: float = 0.1  # probability of restoring a sample without references (InstantRestore)
+    log_every: int = 10
+    val_every: int = 500
+    checkpoint_every: int = 500
+    resume: bool = True            # continue from OUT/checkpoint when it exists
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    config_path: str = ""          # set by `load_config`; model.config is relative to it
+
+    def model_config_path(self) -> Path:
+        path = Path(self.model.config)
+        return path if path.is_absolute() else Path(self.config_path).parent / path
+
+
+def _check_type(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """`value` as `annotation`, or a ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        return _check_type(value, next(t for t in options if t is not type(None)), key, source)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return _from_dict(annotation, value, f"{key}.", source)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if origin is tuple:
+        items = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{source}: '{key}' must be a list of {len(items)} values, got {value!r}")
+        return tuple(_check_type(v, t, key, source) for v, t in zip(value, items))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML reads 2e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{source}: '{key}' must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name in values:
+        if name not in known:
+            raise ConfigError(f"{source}: unknown key '{prefix}{name}' (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = _check_type(values[f.name], hints[f.name], prefix + f.name, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing key '{prefix}{f.name}'")
+    return cls(**kwargs)
+
+
+def apply_override(values: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in nested dicts; the value is parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {override!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {override!r}: value is not valid YAML") from None
+    node = values
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a training YAML, apply `key=value` overrides, check every key and type."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: not readable YAML ({first_line})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for override in overrides:
+        apply_override(values, override)
+    values["config_path"] = str(path)
+    config = _from_dict(TrainConfig, values, "", str(path))
+    _validate(config, str(path))
+    return config
+
+
+def _validate(config: TrainConfig, source: str) -> None:
+    checks = [
+        (config.recipe in RECIPES, f"'recipe' must be one of {', '.join(RECIPES)}, got {config.recipe!r}"),
+        (config.mixed_precision in MIXED_PRECISION,
+         f"'mixed_precision' must be one of {', '.join(MIXED_PRECISION)}, got {config.mixed_precision!r}"),
+        (config.steps > 0, "'steps' must be > 0"),
+        (config.grad_accum >= 1, "'grad_accum' must be >= 1"),
+        (config.data.batch_size >= 1, "'data.batch_size' must be >= 1"),
+        (config.data.size >= 32, "'data.size' must be >= 32"),
+        (0.0 <= config.ema_decay < 1.0, "'ema_decay' must be in [0, 1)"),
+        (0.0 <= config.reference_dropout <= 1.0, "'reference_dropout' must be in [0, 1]"),
+        (config.losses.r1_interval >= 1, "'losses.r1_interval' must be >= 1"),
+        (min(config.log_every, config.val_every, config.checkpoint_every) >= 1,
+         "'log_every', 'val_every' and 'checkpoint_every' must be >= 1"),
+        (config.model_config_path().is_file(), f"'model.config': no such file {config.model_config_path()}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{source}: {message}")

@@ -1,0 +1,336 @@
+"""What differs between the two restorers inside the one training loop: the generator, its losses,
+how a batch goes through it, and how the result is saved. The loop (`trainer.py`) owns everything else.
+
+A recipe keeps the optional pretrained losses (LPIPS, identity) and reports which are on, and why not.
+Everything random in a generator forward is drawn from the `torch.Generator` the trainer passes in, so
+a resumed run replays the same noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+
+from instantrestore import losses
+from instantrestore.errors import ConfigError
+from instantrestore.models.discriminator import StyleGAN2Discriminator
+from instantrestore.training.config import TrainConfig
+
+
+@dataclass
+class GeneratorStep:
+    loss: torch.Tensor                          # weighted sum, what is backpropagated
+    fake: torch.Tensor                          # restored faces in the discriminator's range ([-1, 1])
+    real: torch.Tensor                          # the targets, same range
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Recipe:
+    """The interface the trainer sees. Images reach the discriminator in [-1, 1]."""
+
+    name = "recipe"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.perceptual = losses.PerceptualLoss() if config.losses.lpips > 0 else None
+        self.identity = losses.IdentityLoss(config.losses.identity_weights) if config.losses.identity > 0 else None
+        self.notes: list[str] = []
+        if self.perceptual is not None:
+            self.notes.append("lpips: " + ("on" if self.perceptual.available else f"off: {self.perceptual.reason}"))
+            if not self.perceptual.available and config.losses.lpips_fallback_l1 > 0:
+                self.notes.append(f"lpips is replaced by L1 x {config.losses.lpips_fallback_l1} (losses.lpips_fallback_l1)")
+        if self.identity is not None:
+            self.notes.append("identity: " + ("on" if self.identity.available else f"off: {self.identity.reason}"))
+
+    def build_generator(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_discriminator(self) -> nn.Module | None:
+        """A StyleGAN2 discriminator at the training size when the adversarial weight is > 0."""
+        if self.config.losses.adversarial <= 0:
+            return None
+        return StyleGAN2Discriminator(self.config.data.size, **self.discriminator_size())
+
+    def discriminator_size(self) -> dict[str, Any]:
+        return {"channel_multiplier": 1, "narrow": 0.25}
+
+    def trainable_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        return [p for p in generator.parameters() if p.requires_grad]
+
+    def generator_step(self, generator: nn.Module, discriminator: nn.Module | None, batch: dict[str, Any],
+                       step: int, rng: torch.Generator) -> GeneratorStep:
+        raise NotImplementedError
+
+    def restore(self, generator: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """Deterministic restoration of a batch for validation: (B, 3, S, S) in [0, 1]."""
+        raise NotImplementedError
+
+    def save_pretrained(self, generator: nn.Module, out_dir: Path) -> Path:
+        raise NotImplementedError
+
+    # shared terms ------------------------------------------------------------------------------
+    def quality_terms(self, output01: torch.Tensor, target01: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """MS-SSIM, LPIPS (or its L1 stand-in) and identity on images in [0, 1]."""
+        weights = self.config.losses
+        total = output01.new_zeros(())
+        logs: dict[str, float] = {}
+        if weights.ms_ssim > 0:
+            term = losses.ms_ssim_loss(output01, target01)
+            total = total + weights.ms_ssim * term
+            logs["ms_ssim"] = term.item()
+        if self.perceptual is not None:
+            if self.perceptual.available:
+                term = self.perceptual(output01, target01)
+                total = total + weights.lpips * term
+                logs["lpips"] = term.item()
+            elif weights.lpips_fallback_l1 > 0:
+                term = losses.l1_loss(output01, target01)
+                total = total + weights.lpips_fallback_l1 * term
+                logs["l1_for_lpips"] = term.item()
+        if self.identity is not None and self.identity.available:
+            term = self.identity(output01, target01)
+            total = total + weights.identity * term
+            logs["identity"] = term.item()
+        return total, logs
+
+    def adversarial_term(self, discriminator: nn.Module | None, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if discriminator is None:
+            return fake.new_zeros(()), {}
+        term = losses.generator_adversarial_loss(discriminator(fake))
+        return self.config.losses.adversarial * term, {"g_adv": term.item()}
+
+
+class GFPGANRecipe(Recipe):
+    """GFP-GAN: L1 + image pyramid + adversarial (+ identity, perceptual when their weights exist).
+
+    The facial-component discriminators of the paper need per-face eye/mouth boxes and are left out.
+    """
+
+    name = "gfpgan"
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.arch = load_yaml_section(config.model_config_path(), "model")
+        self.arch.update(config.model.overrides)
+        # a StyleGAN2 prior trained here from scratch must learn; GFP-GAN freezes only a pretrained one
+        self.arch.setdefault("fix_decoder", bool(self.arch.get("decoder_load_path")))
+        if self.arch.get("out_size") != config.data.size:
+            raise ConfigError(f"{config.config_path}: data.size {config.data.size} differs from the model's "
+                              f"out_size {self.arch.get('out_size')}")
+
+    def build_generator(self) -> nn.Module:
+        from instantrestore.models.gfpgan import GFPGANv1Clean
+
+        try:
+            return GFPGANv1Clean(**self.arch)
+        except TypeError as err:
+            raise ConfigError(f"{self.config.model_config_path()}: {err}") from None
+
+    def discriminator_size(self) -> dict[str, Any]:
+        return {"channel_multiplier": self.arch.get("channel_multiplier", 2), "narrow": self.arch.get("narrow", 1.0)}
+
+    def generator_step(self, generator, discriminator, batch, step, rng) -> GeneratorStep:
+        weights = self.config.losses
+        degraded, target = batch["degraded"] * 2 - 1, batch["target"] * 2 - 1
+        output, rgb_outputs = generator(degraded, return_rgb=True, randomize_noise=True, generator=rng)
+        logs: dict[str, float] = {}
+        total = output.new_zeros(())
+        if weights.l1 > 0:
+            term = losses.l1_loss(output, target)
+            total = total + weights.l1 * term
+            logs["l1"] = term.item()
+        if weights.pyramid > 0 and (weights.pyramid_until == 0 or step < weights.pyramid_until):
+            term = losses.pyramid_l1_loss(rgb_outputs, target)
+            total = total + weights.pyramid * term
+            logs["pyramid"] = term.item()
+        quality, quality_logs = self.quality_terms((output + 1) / 2, batch["target"])
+        adversarial, adversarial_logs = self.adversarial_term(discriminator, output)
+        total = total + quality + adversarial
+        logs.update(quality_logs, **adversarial_logs)
+        return GeneratorStep(loss=total, fake=output, real=target, logs=logs)
+
+    def restore(self, generator, batch) -> torch.Tensor:
+        output, _ = generator(batch["degraded"] * 2 - 1)
+        return ((output + 1) / 2).clamp(0, 1)
+
+    def save_pretrained(self, generator, out_dir) -> Path:
+        from instantrestore.models.gfpgan_restorer import save_gfpgan
+
+        return save_gfpgan(generator, out_dir)  # leaves the training model where and as it is
+
+
+class InstantRestoreRecipe(Recipe):
+    """InstantRestore: a single-step diffusion restorer reading reference K/V through shared attention.
+
+    Losses (paper): LPIPS 5, 1 - MS-SSIM 1, identity 1, adversarial 0.5, landmark attention 5000;
+    LPIPS and identity only where their weights are on disk, LPIPS then replaced by
+    `losses.lpips_fallback_l1` (say so in the config). The paper's discriminator (vision-aided, DINOv2)
+    needs hub weights; the StyleGAN2 discriminator of the GFP-GAN recipe stands in. References are
+    dropped with probability `reference_dropout` so one model also restores blind.
+
+    The architecture comes from the model YAML's `model` section; its `loss` section names the layer
+    and reference the landmark loss reads (`landmark_layer`, `landmark_reference`). Loss weights and
+    the optimisation recipe come from the training config only.
+    """
+
+    name = "instantrestore"
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        from instantrestore.models.config import InstantRestoreConfig
+
+        overrides = [f"model.{key}={json.dumps(value)}" for key, value in config.model.overrides.items()]
+        self.model_config = InstantRestoreConfig.from_yaml(config.model_config_path(), overrides)
+        if self.model_config.model.face_size != config.data.size:
+            raise ConfigError(f"{config.config_path}: data.size {config.data.size} differs from the model's "
+                              f"face_size {self.model_config.model.face_size}")
+
+    def build_generator(self) -> nn.Module:
+        from instantrestore.models.instantrestore import InstantRestoreModel
+
+        return InstantRestoreModel.from_config(self.model_config.model)
+
+    def trainable_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
+        return list(extract_model_from_parallel(generator).trainable_parameters())
+
+    def generator_step(self, generator, discriminator, batch, step, rng) -> GeneratorStep:
+        weights = self.config.losses
+        model = extract_model_from_parallel(generator)
+        reference_mask = drop_references(batch["reference_mask"], self.config.reference_dropout, rng)
+        # the reference branch is frozen: its keys/values carry no gradient
+        reference_kv = model.encode_references(batch["references"] * 2 - 1, generator=rng)
+        layer = self.model_config.loss.landmark_layer if weights.landmark > 0 else None
+        result = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv, reference_mask=reference_mask,
+                           generator=rng, capture_attention_layer=layer)
+        output, captured = result if layer is not None else (result, None)
+        output01 = (output + 1) / 2
+        total, logs = self.quality_terms(output01, batch["target"])
+        if captured is not None:
+            k = self.model_config.loss.landmark_reference
+            attention = captured.reference(k).mean(1)[:, None]                # (B, 1, Nq, N), heads averaged
+            term = losses.landmark_attention_loss(attention.float(), batch["target_landmarks"],
+                                                  batch["reference_landmarks"][:, k:k + 1], captured.side,
+                                                  self.config.data.size, reference_mask=reference_mask[:, k:k + 1])
+            total = total + weights.landmark * term
+            logs["landmark"] = term.item()
+        adversarial, adversarial_logs = self.adversarial_term(discriminator, output)
+        logs.update(adversarial_logs)
+        return GeneratorStep(loss=total + adversarial, fake=output, real=batch["target"] * 2 - 1, logs=logs)
+
+    def restore(self, generator, batch) -> torch.Tensor:
+        seeded = torch.Generator(device=batch["degraded"].device).manual_seed(0)
+        reference_kv = generator.encode_references(batch["references"] * 2 - 1, generator=seeded)
+        output = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv,
+                           reference_mask=batch["reference_mask"], generator=seeded)
+        return ((output + 1) / 2).clamp(0, 1)
+
+    def save_pretrained(self, generator, out_dir) -> Path:
+        return generator.save_pretrained(out_dir)
+
+
+class CompactPrior(nn.Module):
+    """The base UNet and VAE of a compact InstantRestore, trained here because no pretrained ones exist at
+    this size. `model.pretrained` of the restorer then points at the exported folder (`unet/`, `vae/`)."""
+
+    def __init__(self, unet: nn.Module, vae: nn.Module, prompt_embeds: torch.Tensor, scheduler_config: dict) -> None:
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        self.unet, self.vae = unet, vae
+        self.register_buffer("prompt_embeds", prompt_embeds)
+        self.scheduler = DDPMScheduler(**scheduler_config)
+
+    def forward(self, faces: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Faces in [-1, 1] -> (reconstruction, VAE KL, denoising MSE of the UNet on the clean latents)."""
+        posterior = self.vae.encode(faces).latent_dist
+        latents = posterior.sample(rng)
+        reconstruction = self.vae.decode(latents).sample
+        # the UNet learns to denoise the (detached) latents under the fixed prompt, as SD's UNet does
+        scaled = latents.detach() * self.vae.config.scaling_factor
+        noise = torch.randn(scaled.shape, generator=rng, device=rng.device).to(scaled.device)
+        timesteps = torch.randint(self.scheduler.config.num_train_timesteps, (faces.shape[0],), generator=rng,
+                                  device=rng.device).to(faces.device)
+        noisy = self.scheduler.add_noise(scaled, noise, timesteps)
+        prompt = self.prompt_embeds.expand(faces.shape[0], -1, -1)
+        noise_pred = self.unet(noisy, timesteps, encoder_hidden_states=prompt).sample
+        return reconstruction, posterior.kl().mean(), (noise_pred - noise).pow(2).mean()
+
+
+class InstantRestorePriorRecipe(Recipe):
+    """Denoising pre-training of the compact InstantRestore base (the "prior"): the VAE learns to
+    reconstruct faces (L1 + 1 - MS-SSIM + 1e-6 KL, as SD's autoencoder) and the UNet to predict the noise
+    on their latents. Trains on the clean targets only; validation images show VAE reconstructions.
+    Export: `unet/` and `vae/` (diffusers folders) for `model.pretrained` of the restorer."""
+
+    name = "instantrestore_prior"
+    KL_WEIGHT = 1e-6
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        from instantrestore.models.config import InstantRestoreConfig
+
+        overrides = [f"model.{key}={json.dumps(value)}" for key, value in config.model.overrides.items()]
+        self.model_config = InstantRestoreConfig.from_yaml(config.model_config_path(), overrides).model
+        if self.model_config.pretrained is not None or self.model_config.prompt_encoder != "random":
+            raise ConfigError(f"{config.config_path}: the prior is for compact models built from scratch "
+                              f"(model.pretrained: null, prompt_encoder: random)")
+
+    def build_generator(self) -> nn.Module:
+        from instantrestore.models.instantrestore import build_base_components
+
+        unet, vae, prompt_embeds = build_base_components(self.model_config)
+        return CompactPrior(unet, vae, prompt_embeds, self.model_config.scheduler)
+
+    def generator_step(self, generator, discriminator, batch, step, rng) -> GeneratorStep:
+        target = batch["target"] * 2 - 1
+        reconstruction, kl, denoising = generator(target, rng)
+        reconstruction01 = (reconstruction + 1) / 2
+        l1 = losses.l1_loss(reconstruction01, batch["target"])
+        structure = losses.ms_ssim_loss(reconstruction01, batch["target"])
+        total = l1 + structure + self.KL_WEIGHT * kl + denoising
+        logs = {"vae_l1": l1.item(), "vae_ms_ssim": structure.item(), "vae_kl": kl.item(), "denoise": denoising.item()}
+        return GeneratorStep(loss=total, fake=reconstruction, real=target, logs=logs)
+
+    def restore(self, generator, batch) -> torch.Tensor:
+        latents = generator.vae.encode(batch["target"] * 2 - 1).latent_dist.mode()
+        return ((generator.vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+
+    def save_pretrained(self, generator, out_dir) -> Path:
+        out_dir = Path(out_dir)
+        generator.unet.save_pretrained(out_dir / "unet")
+        generator.vae.save_pretrained(out_dir / "vae")
+        return out_dir
+
+
+def drop_references(reference_mask: torch.Tensor, probability: float, rng: torch.Generator) -> torch.Tensor:
+    """Reference dropout: with `probability`, a sample keeps none of its references (trains blind use)."""
+    keep = torch.rand(reference_mask.shape[0], generator=rng, device=rng.device) >= probability
+    return reference_mask & keep.to(reference_mask.device)[:, None]
+
+
+def load_yaml_section(path: str | os.PathLike, section: str) -> dict[str, Any]:
+    """One top-level mapping of a YAML file, as a dict (ConfigError if absent)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not readable YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values.get(section), dict):
+        raise ConfigError(f"{path}: no '{section}' section")
+    return dict(values[section])
+
+
+RECIPES: dict[str, type[Recipe]] = {"gfpgan": GFPGANRecipe, "instantrestore": InstantRestoreRecipe,
+                                     "instantrestore_prior": InstantRestorePriorRecipe}
+
+
+def build_recipe(config: TrainConfig) -> Recipe:
+    return RECIPES[config.recipe](config)

@@ -1,0 +1,243 @@
+"""The training loop on tiny models and a tiny prepared dataset: config errors, learning, exact resume."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from instantrestore.data.prepare import prepare_dataset
+from instantrestore.errors import ConfigError
+from instantrestore.faces.landmarks import five_points_from_68
+from instantrestore.training.config import load_config
+from instantrestore.training.trainer import StepBatchSampler, train, train_main
+
+SIZE = 64
+TINY_GFPGAN = """model:
+  out_size: 64
+  num_style_feat: 32
+  channel_multiplier: 1
+  num_mlp: 2
+  input_is_latent: true
+  different_w: true
+  narrow: 0.0625
+  sft_half: true
+"""
+
+
+@dataclass
+class _Face:
+    box: np.ndarray
+    score: float
+    landmarks68: np.ndarray
+    kps5: np.ndarray
+
+    def align(self, rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        affine = np.array([[size / rgb.shape[1], 0, 0], [0, size / rgb.shape[0], 0]])
+        return cv2.warpAffine(rgb, affine, (size, size)), affine
+
+
+class _WholePhotoIsTheFace:
+    """Stands in for the detector: the whole photo is the face, landmarks on a fixed grid."""
+
+    def find_faces(self, rgb: np.ndarray) -> list[_Face]:
+        height, width = rgb.shape[:2]
+        grid = np.stack(np.meshgrid(np.linspace(0.2, 0.8, 17), np.linspace(0.3, 0.8, 4)), -1).reshape(68, 2)
+        landmarks = grid * [width, height]
+        return [_Face(np.array([0, 0, width, height], np.float32), 0.9, landmarks, five_points_from_68(landmarks))]
+
+
+def _photo(seed: int) -> np.ndarray:
+    """A smooth 'face': a few soft blobs of colour, so there is structure to restore."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:96, 0:96] / 96.0
+    image = np.zeros((96, 96, 3))
+    for _ in range(4):
+        centre, colour, width = rng.random(2), rng.random(3), 0.1 + 0.2 * rng.random()
+        image += colour * np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * width ** 2))[..., None]
+    return (255 * image / image.max()).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    images = root / "coll" / "images"
+    for p, person in enumerate(["a", "b", "c", "d"]):
+        for i in range(3):
+            path = images / person / f"{person}_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), cv2.cvtColor(_photo(10 * p + i), cv2.COLOR_RGB2BGR))
+    (root / "coll" / "splits.csv").write_text("face_id,split\na,train\nb,train\nc,train\nd,val\n")
+    prepare_dataset(images, root / "data", size=SIZE, progress=False, analyzer=_WholePhotoIsTheFace())
+    return root / "data"
+
+
+@pytest.fixture
+def gfpgan_config(tmp_path: Path, tiny_data: Path) -> Path:
+    (tmp_path / "tiny_gfpgan.yaml").write_text(TINY_GFPGAN)
+    config = tmp_path / "train.yaml"
+    config.write_text(f"""recipe: gfpgan
+model: {{config: tiny_gfpgan.yaml}}
+data: {{data_dir: {tiny_data}, size: {SIZE}, preset: gfpgan, num_refs: 2, batch_size: 2, val_samples: 2}}
+out_dir: {tmp_path / 'run'}
+steps: 4
+ema_decay: 0.9
+log_every: 1
+val_every: 4
+checkpoint_every: 2
+optim: {{lr_g: 0.002, lr_d: 0.002, grad_clip: 1.0}}
+losses: {{l1: 1.0, pyramid: 1.0, adversarial: 0.1, r1_interval: 2, ms_ssim: 1.0}}
+""")
+    return config
+
+
+def test_config_errors_are_one_line(gfpgan_config: Path):
+    with pytest.raises(ConfigError, match="unknown key 'losses.l3'"):
+        load_config(gfpgan_config, ["losses.l3=1"])
+    with pytest.raises(ConfigError, match="'steps' must be int"):
+        load_config(gfpgan_config, ["steps=many"])
+    with pytest.raises(ConfigError, match="'recipe' must be one of"):
+        load_config(gfpgan_config, ["recipe=vae"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(gfpgan_config.with_name("absent.yaml"))
+    config = load_config(gfpgan_config, ["optim.betas=[0.5, 0.9]", "data.batch_size=3", "model.overrides.narrow=0.1"])
+    assert config.optim.betas == (0.5, 0.9) and config.data.batch_size == 3
+    assert config.model.overrides == {"narrow": 0.1}
+    with pytest.raises(ConfigError) as err:
+        load_config(gfpgan_config, ["losses=3"])
+    assert "\n" not in str(err.value)
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = list(StepBatchSampler(10, 3, 2, seed=7, start_step=0, steps=5))
+    resumed = list(StepBatchSampler(10, 3, 2, seed=7, start_step=3, steps=5))
+    assert resumed == full[3 * 2:]
+    # every item once per epoch, and every draw its own sample seed
+    positions = [item for batch in full for item in batch]
+    assert sorted(index for index, _ in positions[:10]) == list(range(10))
+    assert [seed for _, seed in positions] == list(range(30))
+    # the second process of two gets other samples
+    other = list(StepBatchSampler(10, 3, 2, seed=7, start_step=0, steps=5, rank=1, world_size=2))
+    assert other[0] != full[0]
+
+
+def test_gfpgan_loss_goes_down(tmp_path: Path, gfpgan_config: Path):
+    """L1 + pyramid (no GAN) on the 9 training faces, fresh degradations each step: the loss drops clearly."""
+    out = train_main(str(gfpgan_config), ["steps=20", "losses.adversarial=0", "losses.ms_ssim=0", "data.batch_size=1",
+                                          "val_every=1000", "checkpoint_every=1000", "ema_decay=0",
+                                          f"out_dir={tmp_path / 'overfit'}", "data.preset=sr4", "optim.lr_g=0.003"])
+    losses = [float(row["g_loss"]) for row in _metrics_without_time(tmp_path / "overfit") if row["g_loss"]]
+    assert len(losses) == 20
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+def _metrics_without_time(run: Path) -> list[dict[str, str]]:
+    """The training-loss rows (a run that ends early also validates at its end) less the wall time."""
+    with open(run / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in ("seconds", "val_psnr")}
+                for row in csv.DictReader(handle) if row["g_loss"]]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    checkpoint = run / "checkpoint"
+    return {f"{name}.{key}": value for name in ("generator", "discriminator", "ema")
+            for key, value in load_file(str(checkpoint / f"{name}.safetensors")).items()}
+
+
+def test_gfpgan_resume_is_bit_identical(tmp_path: Path, gfpgan_config: Path):
+    """4 steps in one go == 2 steps, stop, resume to 4 (weights, D, EMA, metrics all equal)."""
+    straight = tmp_path / "straight"
+    train_main(str(gfpgan_config), [f"out_dir={straight}"])
+    interrupted = tmp_path / "interrupted"
+    train_main(str(gfpgan_config), [f"out_dir={interrupted}", "steps=2"])
+    # the resumed run takes the same config with steps=4; the checkpoint at 2 is its starting point
+    train(load_config(gfpgan_config, [f"out_dir={interrupted}"]))
+    a, b = _weights(straight), _weights(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _metrics_without_time(straight) == _metrics_without_time(interrupted)
+    assert (straight / "val" / "step_0000004.png").is_file()
+
+
+TINY_INSTANTRESTORE = """model:
+  face_size: 64
+  embed_base: true
+  prompt_encoder: random
+  prompt_tokens: 2
+  unet: {sample_size: 8, in_channels: 4, out_channels: 4, block_out_channels: [8, 16, 16],
+         down_block_types: [CrossAttnDownBlock2D, CrossAttnDownBlock2D, DownBlock2D],
+         up_block_types: [UpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D], layers_per_block: 1,
+         attention_head_dim: 2, cross_attention_dim: 8, use_linear_projection: true, norm_num_groups: 8}
+  vae: {in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [8, 8, 8, 8],
+        down_block_types: [DownEncoderBlock2D, DownEncoderBlock2D, DownEncoderBlock2D, DownEncoderBlock2D],
+        up_block_types: [UpDecoderBlock2D, UpDecoderBlock2D, UpDecoderBlock2D, UpDecoderBlock2D],
+        layers_per_block: 1, norm_num_groups: 8, sample_size: 64}
+  unet_lora_rank: 2
+  unet_lora_alpha: 2
+  vae_lora_rank: 2
+  vae_lora_alpha: 2
+  num_refs: 2
+loss:
+  landmark_layer: up_blocks.2.attentions.0.transformer_blocks.0.attn1
+"""
+
+
+@pytest.fixture
+def instantrestore_config(tmp_path: Path, tiny_data: Path) -> Path:
+    (tmp_path / "tiny_ir.yaml").write_text(TINY_INSTANTRESTORE)
+    config = tmp_path / "train_ir.yaml"
+    config.write_text(f"""recipe: instantrestore
+model: {{config: tiny_ir.yaml}}
+data: {{data_dir: {tiny_data}, size: {SIZE}, preset: gfpgan, num_refs: 2, batch_size: 2, val_samples: 2}}
+out_dir: {tmp_path / 'run_ir'}
+steps: 2
+ema_decay: 0.9
+reference_dropout: 0.3
+log_every: 1
+val_every: 2
+checkpoint_every: 1
+optim: {{lr_g: 0.001, lr_d: 0.001, betas: [0.9, 0.999], grad_clip: 1.0}}
+losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 1.0, adversarial: 0.5, r1_interval: 2, landmark: 5000.0}}
+""")
+    return config
+
+
+def test_instantrestore_resume_is_bit_identical(tmp_path: Path, instantrestore_config: Path):
+    straight, interrupted = tmp_path / "ir_straight", tmp_path / "ir_interrupted"
+    final = train_main(str(instantrestore_config), [f"out_dir={straight}"])
+    train_main(str(instantrestore_config), [f"out_dir={interrupted}", "steps=1"])
+    train_main(str(instantrestore_config), [f"out_dir={interrupted}"])
+    a, b = _weights(straight), _weights(interrupted)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _metrics_without_time(straight) == _metrics_without_time(interrupted)
+    header = (straight / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "landmark" in header and "l1_for_lpips" in header and "d_loss" in header
+    notes = (straight / "notes.txt").read_text()
+    assert "lpips: off" in notes or "lpips: on" in notes
+    from instantrestore.models.instantrestore import InstantRestoreModel
+    assert isinstance(InstantRestoreModel.from_pretrained(final), InstantRestoreModel)
+
+
+def test_prior_pretraining_exports_a_base_the_restorer_loads(tmp_path: Path, instantrestore_config: Path):
+    prior = train_main(str(instantrestore_config), ["recipe=instantrestore_prior", f"out_dir={tmp_path / 'prior'}",
+                                                   "steps=2", "losses.adversarial=0", "losses.landmark=0",
+                                                   "losses.lpips=0", "losses.ms_ssim=0", "ema_decay=0"])
+    rows = _metrics_without_time(tmp_path / "prior")
+    assert len(rows) == 2 and all(float(row["denoise"]) > 0 and float(row["vae_l1"]) > 0 for row in rows)
+    assert (prior / "unet" / "config.json").is_file() and (prior / "vae" / "config.json").is_file()
+    from instantrestore.models.instantrestore import build_base_components
+    from instantrestore.models.config import InstantRestoreConfig
+    config = InstantRestoreConfig.from_yaml(instantrestore_config.with_name("tiny_ir.yaml"),
+                                            [f"model.pretrained={prior}"]).model
+    unet, vae, _ = build_base_components(config)
+    trained = load_file(str(prior / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(vae.state_dict()[key], value) for key, value in trained.items())

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from instantrestore.errors import NoFaceError
+from instantrestore.errors import NoFaceError, WeightsError
 from instantrestore.imageio import to_rgb_array
 from instantrestore.references import ReferenceCache
 
@@ -131,7 +131,8 @@ class Restorer(ABC):
             return None
         cache = self.encode_references(refs)
         if self.uses_references and len(cache) and cache.model_id != self.model_id:
-            raise ValueError(f"reference cache was made by model {cache.model_id!r}, not {self.model_id!r}")
+            raise WeightsError(f"reference cache was made by model {cache.model_id!r}, not {self.model_id!r}; "
+                               "encode the references again with this model")
         return cache if len(cache) else None
 
     def restore_faces(self, crops: Sequence[np.ndarray], refs=None, seed: int | None = None) -> list[np.ndarray]:

@@ -1,0 +1,380 @@
+"""InstantRestore (Zhang et al. 2024): a single-step diffusion restorer with shared-image attention.
+
+    degraded face --VAE enc--> latent --noise t--> UNet (LoRA) --eps->x0--> VAE dec --> restored face
+                                                    ^ up-block self-attention also attends to
+    references --frozen VAE enc--> noise t=1 --> frozen UNet --> keys/values of the same 9 layers
+
+One class at both scales: `configs/instantrestore_sd_turbo.yaml` (stabilityai/sd-turbo UNet, the
+sd-vae-ft-mse VAE, the fixed CLIP prompt, 512 px) and `configs/instantrestore_compact.yaml` (a small
+UNet2DConditionModel and AutoencoderKL built from the config, a fixed random prompt embedding, 256 px).
+
+Checkpoint directory (`save_pretrained`):
+    config.json              {"restorer": "instantrestore", "model": ModelConfig}
+    unet_lora.safetensors    LoRA of the restoring UNet (diffusers `save_lora_adapter`, LoraConfig in metadata)
+    vae_lora.safetensors     LoRA of its VAE
+    trained.safetensors      the fully trained UNet conv_in and the stored prompt embedding
+    base/unet, base/vae      the base weights, only with `embed_base` (compact); otherwise `pretrained` names them
+The reference branch is rebuilt from the base weights: it is never trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+from peft import LoraConfig
+from peft.utils import set_peft_model_state_dict
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from instantrestore.errors import ConfigError, WeightsError
+from instantrestore.models.attention import (AttentionCapture, ReferenceRecordProcessor, ReferenceStore,
+                                             SharedAttnProcessor, install_processors)
+from instantrestore.models.config import ModelConfig, load_dataclass
+
+CONFIG_NAME = "config.json"
+UNET_LORA_NAME = "unet_lora.safetensors"
+VAE_LORA_NAME = "vae_lora.safetensors"
+TRAINED_NAME = "trained.safetensors"
+EMBEDDED_BASE = "base"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+# --------------------------------------------------------------------------- base components
+def _from_pretrained(model_class, name: str, subfolder: str | None):
+    """Load a diffusers/transformers component from a local directory or the hub; WeightsError if it cannot."""
+    where = f"{name}/{subfolder}" if subfolder else name
+    if Path(name).is_dir() or not _HUB_ID.match(name):
+        if not Path(where).is_dir():
+            raise WeightsError(f"{where}: no such directory (expected {model_class.__name__} weights there)")
+        try:
+            return model_class.from_pretrained(name, subfolder=subfolder)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise WeightsError(f"{where}: cannot load {model_class.__name__} ({_first_line(err)})") from None
+    from huggingface_hub import constants
+
+    try:  # the local Hugging Face cache first: no network needed once downloaded
+        return model_class.from_pretrained(name, subfolder=subfolder, local_files_only=True)
+    except (OSError, ValueError):
+        if constants.HF_HUB_OFFLINE:
+            raise WeightsError(f"{where}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it "
+                               f"(`huggingface-cli download {name}`) or set model.pretrained to a local directory") from None
+    try:
+        return model_class.from_pretrained(name, subfolder=subfolder)
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{where}: cannot download {model_class.__name__} ({_first_line(err)}); set model.pretrained "
+                           f"to a local directory with unet/ and vae/ subfolders") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _resolve(name: str | None, root: Path | None) -> str | None:
+    """A relative path inside a checkpoint (the embedded base) resolves against the checkpoint directory."""
+    if name is not None and root is not None and (root / name).is_dir():
+        return str(root / name)
+    return name
+
+
+def build_base_components(config: ModelConfig, root: Path | None = None, with_prompt: bool = True
+                          ) -> tuple[UNet2DConditionModel, AutoencoderKL, torch.Tensor | None]:
+    """The pretrained UNet, VAE and prompt embedding (random compact ones when `pretrained` is None).
+
+    This is also what a compact denoising pre-training ("prior") starts from; save its result as
+    `DIR/unet` and `DIR/vae` with `save_pretrained` and build the restorer with `model.pretrained=DIR`.
+    """
+    pretrained = _resolve(config.pretrained, root)
+    vae_pretrained = _resolve(config.vae_pretrained, root)
+    if pretrained is None:
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(config.init_seed)
+            try:
+                unet = UNet2DConditionModel(**config.unet)
+                vae = AutoencoderKL(**config.vae)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"model.unet / model.vae: {_first_line(err)}") from None
+    else:
+        unet = _from_pretrained(UNet2DConditionModel, pretrained, "unet")
+        vae = None
+    if vae_pretrained is not None:
+        vae = _from_pretrained(AutoencoderKL, vae_pretrained, None)
+    elif vae is None:
+        vae = _from_pretrained(AutoencoderKL, pretrained, "vae")
+
+    prompt_embeds = None
+    if with_prompt and config.prompt_encoder == "clip":
+        prompt_embeds = encode_prompt(pretrained, config.prompt)
+    elif with_prompt:
+        generator = torch.Generator().manual_seed(config.init_seed)
+        prompt_embeds = torch.randn(1, config.prompt_tokens, unet.config.cross_attention_dim, generator=generator)
+    return unet, vae, prompt_embeds
+
+
+@torch.no_grad()
+def encode_prompt(pretrained: str, prompt: str) -> torch.Tensor:
+    """(1, 77, dim) CLIP text embedding of the fixed prompt; computed once and stored with the weights."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = _from_pretrained(CLIPTokenizer, pretrained, "tokenizer")
+    text_encoder = _from_pretrained(CLIPTextModel, pretrained, "text_encoder")
+    tokens = tokenizer(prompt, max_length=tokenizer.model_max_length, padding="max_length", truncation=True,
+                       return_tensors="pt").input_ids
+    return text_encoder(tokens)[0]
+
+
+# --------------------------------------------------------------------------- the model
+class InstantRestoreModel(torch.nn.Module):
+    """Single-step restorer whose up-block self-attention also attends to reference keys/values.
+
+    Args:
+        config:        the ModelConfig it is built from (saved with it).
+        unet, vae:     the pretrained (base) components, without adapters. Frozen copies become the
+                       reference branch; the originals get LoRA and become the restoring branch.
+        prompt_embeds: (1, tokens, cross_attention_dim) fixed prompt embedding for both UNets.
+
+    Trainable (`trainable_parameters`): UNet LoRA, the whole UNet conv_in, VAE LoRA. Frozen: every base
+    weight, and the whole reference branch (`reference_unet`, `reference_vae`).
+    """
+
+    def __init__(self, config: ModelConfig, unet: UNet2DConditionModel, vae: AutoencoderKL,
+                 prompt_embeds: torch.Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.scheduler = DDPMScheduler(**config.scheduler)
+        self.register_buffer("prompt_embeds", prompt_embeds.detach().clone())
+
+        # frozen reference branch: the pretrained UNet and VAE as they are
+        self.reference_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+        self.reference_vae = copy.deepcopy(vae).requires_grad_(False).eval()
+
+        # restoring branch: LoRA on attention, convs and feed-forward; conv_in trained whole
+        unet.requires_grad_(False)
+        vae.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=config.unet_lora_rank, lora_alpha=config.unet_lora_alpha,
+                                    init_lora_weights="gaussian", target_modules=config.unet_lora_targets))
+        vae.add_adapter(LoraConfig(r=config.vae_lora_rank, lora_alpha=config.vae_lora_alpha,
+                                   init_lora_weights="gaussian", target_modules=config.vae_lora_targets))
+        unet.conv_in.requires_grad_(config.train_conv_in)
+        self.unet, self.vae = unet, vae
+        if config.freeu is not None:
+            for model in (self.unet, self.reference_unet):
+                model.enable_freeu(*config.freeu)
+
+        # shared-image attention on the up-block self-attention layers
+        self.store = ReferenceStore()
+        self.shared_layers: dict[str, SharedAttnProcessor] = {}
+        if config.shared_attention:
+            install_processors(self.reference_unet, lambda layer: ReferenceRecordProcessor(self.store, layer))
+            self.shared_layers = install_processors(self.unet, lambda layer: SharedAttnProcessor(
+                self.store, layer, train_input=config.train_input, adain=config.adain))
+        self._fingerprint: str | None = None
+
+    # ----------------------------------------------------------------- construction and saving
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "InstantRestoreModel":
+        """A fresh model: base weights from `config.pretrained` (or random compact ones), new LoRA."""
+        unet, vae, prompt_embeds = build_base_components(config)
+        return cls(config, unet, vae, prompt_embeds)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "InstantRestoreModel":
+        """Load a directory written by `save_pretrained`."""
+        path = Path(path)
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise WeightsError(f"{path}: not an InstantRestore checkpoint (no {CONFIG_NAME})")
+        try:
+            config = load_dataclass(ModelConfig, json.loads(config_path.read_text(encoding="utf-8"))["model"])
+        except (ValueError, KeyError, ConfigError) as err:
+            raise WeightsError(f"{config_path}: unreadable model config ({_first_line(err)})") from None
+        unet, vae, _ = build_base_components(config, root=path, with_prompt=False)
+        trained = _load_safetensors(path / TRAINED_NAME)
+        if "prompt_embeds" not in trained:
+            raise WeightsError(f"{path / TRAINED_NAME}: no prompt_embeds tensor")
+        model = cls(config, unet, vae, trained.pop("prompt_embeds"))
+        _load_adapter(model.unet, path / UNET_LORA_NAME)
+        _load_adapter(model.vae, path / VAE_LORA_NAME)
+        conv_in = {name.removeprefix("unet.conv_in."): value for name, value in trained.items()}
+        try:
+            model.unet.conv_in.load_state_dict(conv_in, strict=True)
+        except RuntimeError as err:
+            raise WeightsError(f"{path / TRAINED_NAME}: conv_in does not fit the UNet ({_first_line(err)})") from None
+        return model
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        if config.embed_base:
+            self.reference_unet.save_pretrained(path / EMBEDDED_BASE / "unet")
+            self.reference_vae.save_pretrained(path / EMBEDDED_BASE / "vae")
+            config = dataclasses.replace(config, pretrained=EMBEDDED_BASE, vae_pretrained=None)
+        config_json = {"restorer": "instantrestore", "model": dataclasses.asdict(config)}
+        (path / CONFIG_NAME).write_text(json.dumps(config_json, indent=2), encoding="utf-8")
+        self.unet.save_lora_adapter(path, weight_name=UNET_LORA_NAME)
+        self.vae.save_lora_adapter(path, weight_name=VAE_LORA_NAME)
+        trained = {f"unet.conv_in.{name}": value for name, value in self.unet.conv_in.state_dict().items()}
+        trained["prompt_embeds"] = self.prompt_embeds
+        save_file({name: value.detach().cpu().contiguous() for name, value in trained.items()}, path / TRAINED_NAME)
+        return path
+
+    def train(self, mode: bool = True) -> "InstantRestoreModel":
+        """Training mode for the restoring branch; the reference branch stays in eval mode."""
+        super().train(mode)
+        self.reference_unet.eval()
+        self.reference_vae.eval()
+        return self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in [*self.unet.parameters(), *self.vae.parameters()] if p.requires_grad]
+
+    def fuse_lora(self) -> "InstantRestoreModel":
+        """Merge the LoRA weights into the base layers for inference: same output, no adapter branch to
+        run. The adapters are kept, so `save_pretrained` still writes them; do not train afterwards."""
+        self.unet.fuse_lora()
+        self.vae.fuse_lora()
+        return self
+
+    def reference_fingerprint(self) -> str:
+        """sha256 of what reference K/V depend on: the reference branch, prompt and reference noise level."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps([self.config.reference_timestep, self.config.freeu,
+                                                self.config.shared_attention]).encode())
+            tensors = {"prompt_embeds": self.prompt_embeds,
+                       **{f"unet.{k}": v for k, v in self.reference_unet.state_dict().items()},
+                       **{f"vae.{k}": v for k, v in self.reference_vae.state_dict().items()}}
+            for name in sorted(tensors):
+                digest.update(name.encode())
+                digest.update(tensors[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    # ----------------------------------------------------------------- the method
+    @property
+    def scaling_factor(self) -> float:
+        return self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def encode_references(self, references: torch.Tensor, generator: torch.Generator | None = None
+                          ) -> dict[str, torch.Tensor]:
+        """Reference faces in [-1, 1], (K, 3, S, S) shared by a batch or (B, K, 3, S, S) per face ->
+        layer -> (2, 1 or B, K, N, C) keys and values of the frozen UNet's up-block self-attention.
+        Empty when shared attention is off."""
+        if not self.shared_layers:
+            return {}
+        if references.ndim == 4:
+            references = references[None]
+        batch_size, num_refs = references.shape[:2]
+        flat = references.flatten(0, 1).to(self.prompt_embeds.dtype)
+        latents = self.reference_vae.encode(flat).latent_dist.sample(generator) * self.scaling_factor
+        timesteps = torch.full((latents.shape[0],), self.config.reference_timestep, device=latents.device)
+        noisy = self._add_noise(latents, timesteps, generator)
+        self.store.recorded.clear()
+        try:
+            self.reference_unet(noisy, timesteps, encoder_hidden_states=self._prompt(latents.shape[0]))
+            return {layer: kv.unflatten(1, (batch_size, num_refs)) for layer, kv in self.store.recorded.items()}
+        finally:
+            self.store.recorded.clear()
+
+    def forward(self, degraded: torch.Tensor, reference_kv: dict[str, torch.Tensor] | None = None,
+                reference_mask: torch.Tensor | None = None, timestep: int | torch.Tensor | None = None,
+                generator: torch.Generator | None = None, capture_attention_layer: str | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, AttentionCapture]:
+        """Restore (B, 3, S, S) faces in [-1, 1]; returns (B, 3, S, S), not clamped.
+
+        reference_kv:   from `encode_references` (a ReferenceCache's features); None or {} = blind.
+        reference_mask: (B, K) bool, False drops reference k for face b (reference dropout); a face with
+                        every reference dropped is restored blind.
+        timestep:       noise level; default: the inference timestep in eval mode, in training mode one drawn
+                        per face from `train_timesteps`.
+        capture_attention_layer: a shared layer name; also return its AttentionCapture (landmark loss).
+        """
+        batch_size = degraded.shape[0]
+        timesteps = self._timesteps(timestep, batch_size, degraded.device, generator)
+
+        # encode and noise the degraded face
+        latents = self.vae.encode(degraded).latent_dist.sample(generator) * self.scaling_factor
+        noisy = self._add_noise(latents, timesteps, generator)
+
+        # one UNet step, sharing attention with the references
+        with self._sharing(reference_kv, reference_mask, capture_attention_layer, degraded.device) as capture_layer:
+            noise_pred = self.unet(noisy, timesteps, encoder_hidden_states=self._prompt(batch_size)).sample
+            captured = capture_layer.captured if capture_layer is not None else None
+
+        # predicted noise -> clean latent -> image
+        alphas = self.scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
+        clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
+        restored = self.vae.decode(clean / self.scaling_factor).sample
+        return restored if capture_attention_layer is None else (restored, captured)
+
+    # ----------------------------------------------------------------- pieces of forward
+    def _prompt(self, batch_size: int) -> torch.Tensor:
+        return self.prompt_embeds.expand(batch_size, -1, -1)
+
+    def _add_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, generator: torch.Generator | None):
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return self.scheduler.add_noise(latents, noise, timesteps)
+
+    def _timesteps(self, timestep, batch_size: int, device: torch.device, generator) -> torch.Tensor:
+        if timestep is None and self.training:
+            choices = torch.tensor(self.config.train_timesteps)
+            index = torch.randint(len(choices), (batch_size,), generator=_cpu(generator))
+            return choices[index].to(device)
+        if timestep is None:
+            timestep = self.config.inference_timestep
+        return torch.as_tensor(timestep, device=device).long().expand(batch_size)
+
+    @contextmanager
+    def _sharing(self, reference_kv, reference_mask, capture_attention_layer, device) -> Iterator[SharedAttnProcessor | None]:
+        capture_layer = None
+        if capture_attention_layer is not None:
+            if capture_attention_layer not in self.shared_layers:
+                raise ValueError(f"{capture_attention_layer!r} is not a shared layer; choose from {list(self.shared_layers)}")
+            capture_layer = self.shared_layers[capture_attention_layer]
+        if reference_kv and set(reference_kv) != set(self.shared_layers):
+            raise ValueError("reference keys/values do not come from this model's layers")
+        self.store.kv = {layer: kv.to(device) for layer, kv in (reference_kv or {}).items()}
+        self.store.mask = None if reference_mask is None or not reference_kv else reference_mask.to(device)
+        if capture_layer is not None:
+            capture_layer.capture, capture_layer.captured = True, None
+        try:
+            yield capture_layer
+        finally:
+            self.store.kv, self.store.mask = {}, None
+            if capture_layer is not None:
+                capture_layer.capture, capture_layer.captured = False, None
+
+
+def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
+    """Index draws happen on the CPU; a CUDA generator cannot drive them."""
+    return generator if generator is None or generator.device.type == "cpu" else None
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing weight file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(err)})") from None
+
+
+def _load_adapter(model: torch.nn.Module, path: Path) -> None:
+    """Load LoRA weights saved by diffusers' `save_lora_adapter` into the model's existing adapter."""
+    state = _load_safetensors(path)
+    result = set_peft_model_state_dict(model, state, adapter_name="default")
+    expected = {name for name, _ in model.named_parameters() if "lora_" in name}
+    loaded = expected - set(result.missing_keys)
+    if result.unexpected_keys or loaded != expected:
+        raise WeightsError(f"{path}: LoRA weights do not fit the model "
+                           f"({len(result.unexpected_keys)} unexpected, {len(expected - loaded)} missing tensors)")

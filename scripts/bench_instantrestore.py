@@ -1,0 +1,116 @@
+"""Speed of the compact InstantRestore restorer on CPU threads: per face with cached references, per
+reference encoded, and an album of photos of one person restored with a reference cache vs without.
+
+    .venv/bin/python scripts/bench_instantrestore.py [--config configs/instantrestore_compact.yaml]
+        [--weights CHECKPOINT_DIR] [--threads 2] [--album 10] [--refs 4] [--repeats 5] [--json OUT.json]
+
+Timing covers the model only (aligned crops in, restored crops out), not detection or paste-back; the
+speed does not depend on the weights, so without --weights a freshly built model is timed. Wall-clock
+times are medians; CPU seconds (process time, all threads) are reported too, because on a shared
+machine wall-clock includes waiting for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from instantrestore.models.config import InstantRestoreConfig
+from instantrestore.models.instantrestore import InstantRestoreModel
+from instantrestore.models.ir_restorer import InstantRestoreRestorer
+from instantrestore.references import ReferenceCache
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(run: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median wall-clock and CPU milliseconds of `run` over `repeats` calls, after one warm-up call."""
+    run()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        run()
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
+    return {"wall_ms": 1000 * statistics.median(wall), "cpu_ms": 1000 * statistics.median(cpu)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO / "configs" / "instantrestore_compact.yaml"))
+    parser.add_argument("--weights", help="an InstantRestore checkpoint directory (default: a fresh model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--album", type=int, default=10, help="photos of one person in the album")
+    parser.add_argument("--refs", type=int, default=4, help="references per person")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.weights:
+        model = InstantRestoreModel.from_pretrained(args.weights)
+    else:
+        model = InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(args.config).model)
+    restorer = InstantRestoreRestorer(model, device="cpu")
+    size = restorer.face_size
+    generator = torch.Generator().manual_seed(0)
+    references = torch.rand(args.refs, 3, size, size, generator=generator)
+    album = torch.rand(args.album, 1, 3, size, size, generator=generator)
+    face = album[0]
+
+    def encode(faces: torch.Tensor) -> ReferenceCache:
+        with torch.no_grad():
+            features = restorer.reference_features(faces)
+        return ReferenceCache(faces=torch.zeros(len(faces), size, size, 3, dtype=torch.uint8).numpy(),
+                              features=features, model_id=restorer.model_id)
+
+    cache = encode(references)
+
+    def restore_album(cached: bool) -> None:
+        album_cache = encode(references) if cached else None
+        for photo in album:
+            restorer.restore_tensor(photo, album_cache if cached else encode(references), None)
+
+    with torch.no_grad():
+        per_face = timed(lambda: restorer.restore_tensor(face, cache, None), args.repeats)
+        per_face_blind = timed(lambda: restorer.restore_tensor(face, None, None), args.repeats)
+        one_reference = timed(lambda: encode(references[:1]), args.repeats)
+        all_references = timed(lambda: encode(references), args.repeats)
+        album_repeats = max(1, args.repeats // 3)
+        with_cache = timed(lambda: restore_album(True), album_repeats)
+        without_cache = timed(lambda: restore_album(False), album_repeats)
+
+    results = {
+        "config": args.config if not args.weights else args.weights,
+        "face_size": size, "threads": args.threads, "refs": args.refs, "album": args.album,
+        "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(),
+        "ms_per_face_cached_refs": per_face, "ms_per_face_blind": per_face_blind,
+        "ms_encode_one_reference": one_reference, f"ms_encode_{args.refs}_references": all_references,
+        "album_ms_with_cache": with_cache, "album_ms_without_cache": without_cache,
+        "album_speedup_wall": without_cache["wall_ms"] / with_cache["wall_ms"],
+        "album_speedup_cpu": without_cache["cpu_ms"] / with_cache["cpu_ms"],
+    }
+    print(f"InstantRestore {size}px on {args.threads} CPU threads (load average {results['load_average_1min']:.1f}, "
+          f"{os.cpu_count()} cores); wall-clock median / CPU time of all threads")
+    for label, key in (("per face, cached refs", "ms_per_face_cached_refs"), ("per face, blind", "ms_per_face_blind"),
+                       ("encode 1 reference", "ms_encode_one_reference"),
+                       (f"encode {args.refs} references", f"ms_encode_{args.refs}_references"),
+                       (f"album of {args.album}, cache", "album_ms_with_cache"),
+                       (f"album of {args.album}, no cache", "album_ms_without_cache")):
+        print(f"  {label:<24} {results[key]['wall_ms']:9.1f} ms wall {results[key]['cpu_ms']:9.1f} ms cpu")
+    print(f"  album speed-up with a cache: {results['album_speedup_wall']:.2f}x wall, "
+          f"{results['album_speedup_cpu']:.2f}x cpu")
+    print(json.dumps(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The Python API of the contract: load_restorer by name or path, references encoded once, whole photos."""
+
+import numpy as np
+import pytest
+import torch
+
+import instantrestore
+from instantrestore.errors import WeightsError
+from instantrestore.imageio import read_image
+from instantrestore.models.gfpgan import GFPGANv1Clean
+from instantrestore.models.gfpgan_restorer import GFPGANRestorer, save_gfpgan
+from instantrestore.models.ir_restorer import InstantRestoreRestorer
+from tests.test_gfpgan import TINY as TINY_GFPGAN
+from tests.test_instantrestore import SIZE, randomize_lora, tiny_model
+
+
+@pytest.fixture(scope="module")
+def ir_dir(tmp_path_factory):
+    model = tiny_model()
+    randomize_lora(model)
+    return model.save_pretrained(tmp_path_factory.mktemp("ir"))
+
+
+@pytest.fixture(scope="module")
+def references(shared) -> list[np.ndarray]:
+    """Four whole photos of one FRLL person (not the one restored below)."""
+    return [read_image(shared / f"data/frll/images/002/002_{view}.jpg")[::3, ::3] for view in ("03", "08", "02", "04")]
+
+
+def test_load_restorer_dispatches_on_saved_directories(ir_dir, tmp_path):
+    restorer = instantrestore.load_restorer(str(ir_dir), device="cpu")
+    assert isinstance(restorer, InstantRestoreRestorer) and restorer.face_size == SIZE
+    torch.manual_seed(0)
+    gfpgan_dir = save_gfpgan(GFPGANv1Clean(**TINY_GFPGAN), tmp_path / "gfpgan")
+    assert isinstance(instantrestore.load_restorer(str(gfpgan_dir), device="cpu"), GFPGANRestorer)
+    assert instantrestore.load_restorer("bicubic").name == "bicubic"
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "/nonexistent/dir"])
+def test_unknown_model_is_a_weights_error(name):
+    with pytest.raises(WeightsError, match="not a model name"):
+        instantrestore.load_restorer(name)
+
+
+def test_references_encoded_once_serve_every_photo(ir_dir, references, shared, tmp_path):
+    restorer = instantrestore.load_restorer(str(ir_dir), device="cpu")
+    cache = restorer.encode_references(references)
+    assert len(cache) == 4 and cache.identity.shape == (4, restorer.identity_model.dim)
+    assert cache.features and cache.model_id == restorer.model_id
+
+    photo = read_image(shared / "data/frll/images/002/002_07.jpg")[::2, ::2]
+    first = restorer.restore(photo, refs=cache, seed=0)
+    loaded = instantrestore.ReferenceCache.load(cache.save(tmp_path / "person.safetensors"))
+    again = restorer.restore(photo, refs=loaded, seed=0)
+    from_images = restorer.restore(photo, refs=references, seed=0)
+    assert np.array_equal(first.image, again.image) and np.array_equal(first.image, from_images.image)
+    assert first.image.shape == photo.shape and len(first.faces) == 1
+    assert first.faces[0].identity is not None and -1 <= first.faces[0].identity <= 1
+
+    blind = restorer.restore(photo, refs=None, seed=0)
+    assert blind.faces[0].identity is None
+    assert not np.array_equal(blind.faces[0].restored, first.faces[0].restored)
+
+
+def test_a_cache_from_another_model_is_refused(ir_dir, references, tmp_path):
+    restorer = instantrestore.load_restorer(str(ir_dir), device="cpu")
+    cache = restorer.encode_references(references[:1])
+    cache.model_id = "instantrestore-someothermodel"
+    with pytest.raises(WeightsError, match="reference cache was made by model"):
+        restorer.restore_face(np.zeros((SIZE, SIZE, 3), np.uint8), refs=cache)

@@ -1,0 +1,260 @@
+"""InstantRestore model: shared-image attention, reference caching, attention capture, saving, both scales.
+
+Tiny random models only (no download): the compact recipe shrunk by overrides, and an SD-Turbo stand-in
+with SD-Turbo's block types and attention layout at a few channels.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from instantrestore.errors import ConfigError, WeightsError
+from instantrestore.models.attention import SharedAttnProcessor, up_block_self_attention_layers
+from instantrestore.models.config import InstantRestoreConfig
+from instantrestore.models.instantrestore import InstantRestoreModel
+from instantrestore.models.ir_restorer import InstantRestoreRestorer
+from instantrestore.references import ReferenceCache
+
+REPO = Path(__file__).resolve().parents[1]
+COMPACT = REPO / "configs" / "instantrestore_compact.yaml"
+SD_TURBO = REPO / "configs" / "instantrestore_sd_turbo.yaml"
+SIZE = 32
+TINY = [  # the compact recipe at 32 px: 2x VAE, a 16x16 latent, 4 shared layers
+    f"model.face_size={SIZE}",
+    "model.vae={in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [8, 8],"
+    " down_block_types: [DownEncoderBlock2D, DownEncoderBlock2D], up_block_types: [UpDecoderBlock2D, UpDecoderBlock2D],"
+    " layers_per_block: 1, norm_num_groups: 4}",
+    "model.unet.block_out_channels=[8, 16, 16]", "model.unet.sample_size=16", "model.unet.norm_num_groups=4",
+    "model.unet.attention_head_dim=2", "model.unet.cross_attention_dim=8", "model.prompt_tokens=3",
+    "model.unet_lora_rank=2", "model.unet_lora_alpha=2", "model.vae_lora_rank=2", "model.vae_lora_alpha=2",
+]
+
+
+def tiny_model(*overrides: str) -> InstantRestoreModel:
+    config = InstantRestoreConfig.from_yaml(COMPACT, TINY + list(overrides))
+    return InstantRestoreModel.from_config(config.model).eval()
+
+
+def images(count: int, seed: int) -> torch.Tensor:
+    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randomize_lora(model: InstantRestoreModel) -> None:
+    """LoRA B starts at zero (a no-op adapter); give the adapters and conv_in weights that matter."""
+    with torch.no_grad():
+        for parameter in model.trainable_parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=seeded(parameter.numel())) * 0.05)
+
+
+@pytest.fixture(scope="module")
+def model() -> InstantRestoreModel:
+    built = tiny_model()
+    randomize_lora(built)
+    return built
+
+
+@pytest.mark.parametrize("adain", [False, True])
+def test_references_change_the_output(adain):
+    model = tiny_model(f"model.adain={str(adain).lower()}")
+    degraded = images(1, 0)
+    kv_a = model.encode_references(images(2, 1), generator=seeded(1))
+    kv_b = model.encode_references(images(2, 2), generator=seeded(1))
+    with torch.no_grad():
+        out_a = model(degraded, kv_a, generator=seeded())
+        out_a_again = model(degraded, kv_a, generator=seeded())
+        out_b = model(degraded, kv_b, generator=seeded())
+        blind = model(degraded, None, generator=seeded())
+    assert torch.equal(out_a, out_a_again)
+    assert (out_a - out_b).abs().max() > 1e-4
+    assert (out_a - blind).abs().max() > 1e-4
+
+
+def test_zero_references_equal_the_plain_unet():
+    model = tiny_model("model.train_input=true")
+    latents = torch.randn(2, 4, SIZE // 2, SIZE // 2, generator=seeded())
+    prompt = model.prompt_embeds.expand(2, -1, -1)
+    shared = model.unet.attn_processors
+    assert sum(isinstance(p, SharedAttnProcessor) for p in shared.values()) == 4
+    with torch.no_grad():
+        with_sharing = model.unet(latents, 249, encoder_hidden_states=prompt).sample
+        model.unet.set_attn_processor(AttnProcessor2_0())
+        plain = model.unet(latents, 249, encoder_hidden_states=prompt).sample
+    assert torch.equal(with_sharing, plain)
+
+
+def test_every_reference_dropped_restores_blind(model):
+    degraded = images(2, 0)
+    kv = model.encode_references(images(3, 1), generator=seeded(1))
+    mask = torch.tensor([[False, False, False], [True, False, True]])
+    with torch.no_grad():
+        masked = model(degraded, kv, reference_mask=mask, generator=seeded())
+        blind = model(degraded, None, generator=seeded())
+        full = model(degraded, kv, generator=seeded())
+    torch.testing.assert_close(masked[0], blind[0], atol=1e-5, rtol=0)
+    assert (masked[1] - blind[1]).abs().max() > 1e-4 and (masked[1] - full[1]).abs().max() > 1e-4
+
+
+def test_cached_references_give_the_same_output(model, tmp_path):
+    restorer = InstantRestoreRestorer(model, device="cpu", fuse=False)
+    faces01 = (images(2, 1) + 1) / 2
+    kv = model.encode_references(faces01 * 2 - 1, generator=seeded(5))  # straight from the reference branch
+    assert {k: v.shape for k, v in restorer.reference_features(faces01).items()} == {k: v.shape for k, v in kv.items()}
+    uint8_faces = (faces01.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    cache = ReferenceCache(faces=uint8_faces, features=kv, model_id=restorer.model_id)
+    loaded = ReferenceCache.load(cache.save(tmp_path / "album.refs"))
+    assert loaded.model_id == restorer.model_id and set(loaded.features) == set(kv)
+    degraded = (images(2, 0) + 1) / 2
+    with torch.no_grad():
+        uncached = ((model(degraded * 2 - 1, kv, generator=seeded()) + 1) / 2).clamp(0, 1)
+    from_disk = restorer.restore_tensor(degraded, loaded, seeded())
+    assert torch.equal(uncached, from_disk)
+    assert not torch.equal(from_disk, restorer.restore_tensor(degraded, None, seeded()))
+
+
+def test_captured_attention_rows_sum_to_one_and_leave_output_alone(model):
+    degraded = images(2, 0)
+    kv = model.encode_references(images(3, 1), generator=seeded(1))
+    layer = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    with torch.no_grad():
+        plain = model(degraded, kv, generator=seeded())
+        captured_out, captured = model(degraded, kv, generator=seeded(), capture_attention_layer=layer)
+    torch.testing.assert_close(captured_out, plain, atol=1e-5, rtol=0)
+    heads = model.unet.get_submodule(layer).heads
+    side = SIZE // 2 // 2  # latent 16, up_blocks.1 at half of it
+    assert captured.side == side and captured.self_tokens == 0  # train_input off: references' keys only
+    assert captured.probs.shape == (2, heads, side * side, 3 * side * side)
+    assert captured.references().shape == (2, heads, side * side, 3, side * side)
+    assert captured.reference(1).shape == (2, heads, side * side, side * side)
+    torch.testing.assert_close(captured.probs.sum(-1), torch.ones(2, heads, side * side))
+    assert model.shared_layers[layer].captured is None  # nothing left behind after the call
+
+
+def test_lora_round_trip_gives_identical_outputs(model, tmp_path):
+    path = model.save_pretrained(tmp_path / "ckpt")
+    assert {"config.json", "unet_lora.safetensors", "vae_lora.safetensors", "trained.safetensors"} <= {
+        p.name for p in path.iterdir()}
+    loaded = InstantRestoreModel.from_pretrained(path).eval()
+    assert loaded.reference_fingerprint() == model.reference_fingerprint()
+    kv = model.encode_references(images(2, 1), generator=seeded(1))
+    assert all(torch.equal(kv[k], v) for k, v in loaded.encode_references(images(2, 1), generator=seeded(1)).items())
+    saved, restored = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
+    with torch.no_grad():
+        before = model(images(1, 0), kv, generator=seeded())
+        after = loaded(images(1, 0), kv, generator=seeded())
+        fused = InstantRestoreRestorer(loaded, device="cpu").model(images(1, 0), kv, generator=seeded())
+    # bitwise-equal weights; the outputs may still differ in the last bit, because CPU BLAS kernels
+    # depend on the memory alignment of weights read from a file
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused, before, atol=1e-4, rtol=0)
+
+
+def test_trainable_parameters_are_lora_and_conv_in_only(model):
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert names and all("lora_" in name or name.startswith("unet.conv_in.") for name in names)
+    assert any(name.startswith("vae.") for name in names)
+    assert not any(p.requires_grad for p in [*model.reference_unet.parameters(), *model.reference_vae.parameters()])
+
+
+def test_shared_attention_off_ignores_references():
+    model = tiny_model("model.shared_attention=false")
+    assert model.encode_references(images(2, 1)) == {}
+    assert not any(isinstance(p, SharedAttnProcessor) for p in model.unet.attn_processors.values())
+
+
+def test_config_overrides_and_errors(tmp_path):
+    config = InstantRestoreConfig.from_yaml(SD_TURBO, ["model.adain=false", "train.steps=7"])
+    assert config.model.adain is False and config.train.steps == 7 and config.model.unet_lora_rank == 32
+    assert config.loss.landmark == 5000.0 and config.model.train_input is False
+    with pytest.raises(ConfigError, match="unknown setting 'model.adian'"):
+        InstantRestoreConfig.from_yaml(SD_TURBO, ["model.adian=false"])
+    with pytest.raises(ConfigError, match="num_refs"):
+        InstantRestoreConfig.from_yaml(SD_TURBO, ["model.num_refs=four"])
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        InstantRestoreConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+# --------------------------------------------------------------------------- SD-Turbo structure
+def write_sd_turbo_stand_in(root: Path) -> None:
+    """SD-Turbo's layout (SD 2.1 UNet, CLIP text encoder, VAE) with a few channels, as a local 'hub' dir."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=8, block_out_channels=(8, 8, 16, 16), layers_per_block=2, norm_num_groups=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 2, 4, 4), cross_attention_dim=16, use_linear_projection=True,
+    ).save_pretrained(root / "unet")
+    vae = dict(block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4,
+               up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=2)
+    AutoencoderKL(**vae).save_pretrained(root / "vae")
+    AutoencoderKL(**vae).save_pretrained(root / "vae-ft-mse")  # the separately named VAE, weights at its root
+    CLIPTextModel(CLIPTextConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
+                                 eos_token_id=1, pad_token_id=1)).save_pretrained(root / "text_encoder")
+    words = ["<|startoftext|>", "<|endoftext|>", *"abcdefghijklmnopqrstuvwxyz", "a</w>", "o</w>", "8</w>"]
+    (root / "tokenizer").mkdir()
+    (root / "vocab.json").write_text(json.dumps({word: i for i, word in enumerate(words)}))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=77).save_pretrained(root / "tokenizer")
+
+
+def test_sd_turbo_config_builds_from_a_local_stand_in(tmp_path):
+    write_sd_turbo_stand_in(tmp_path / "sd-turbo")
+    config = InstantRestoreConfig.from_yaml(SD_TURBO, [
+        f"model.pretrained={tmp_path / 'sd-turbo'}", f"model.vae_pretrained={tmp_path / 'sd-turbo' / 'vae-ft-mse'}",
+        "model.face_size=64"])
+    model = InstantRestoreModel.from_config(config.model).eval()
+    expected = [f"up_blocks.{block}.attentions.{i}.transformer_blocks.0.attn1" for block in (1, 2, 3) for i in range(3)]
+    assert up_block_self_attention_layers(model.unet) == expected
+    assert list(model.shared_layers) == expected
+    assert model.prompt_embeds.shape == (1, 77, 16)  # CLIP tokens x the stand-in's cross-attention width
+    faces = torch.rand(1, 3, 64, 64) * 2 - 1
+    kv = model.encode_references(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert set(kv) == set(expected) and kv[expected[-1]].shape == (2, 1, 2, 8 * 8, 8)
+    with torch.no_grad():
+        assert model(faces, kv, generator=seeded()).shape == faces.shape
+    saved = json.loads((model.save_pretrained(tmp_path / "ckpt") / "config.json").read_text())
+    assert saved["model"]["pretrained"] == str(tmp_path / "sd-turbo") and not (tmp_path / "ckpt" / "base").exists()
+
+
+def test_sd_turbo_offline_without_weights_is_one_line(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = InstantRestoreConfig.from_yaml(SD_TURBO)
+    with pytest.raises(WeightsError) as err:
+        InstantRestoreModel.from_config(config.model)
+    message = str(err.value)
+    assert "\n" not in message and "stabilityai/sd-turbo" in message and "download" in message
+    with pytest.raises(WeightsError, match="no such directory"):
+        InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(
+            SD_TURBO, [f"model.pretrained={tmp_path / 'absent'}"]).model)
+    with pytest.raises(WeightsError, match="not an InstantRestore checkpoint"):
+        InstantRestoreModel.from_pretrained(tmp_path)
+
+
+def test_training_step_reaches_lora_through_output_and_attention_map():
+    model = tiny_model().train()
+    assert model.unet.training and not model.reference_unet.training and not model.reference_vae.training
+    kv = model.encode_references(images(2, 1))
+    layer = "up_blocks.2.attentions.1.transformer_blocks.0.attn1"
+    restored, captured = model(images(2, 0), kv, generator=seeded(), capture_attention_layer=layer)
+    (restored.square().mean() + captured.reference(0)[..., 0].mean()).backward()
+    unused = {name for name, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    # train_input off: the input's own keys at the shared layers are never used (AdaIN still reads its values)
+    assert unused and all(".attn1.to_k." in name and name.startswith("unet.up_blocks.") for name in unused)
+    assert all(p.grad.abs().sum() > 0 for p in model.unet.conv_in.parameters())
+    assert not any(p.grad is not None for p in model.reference_unet.parameters())

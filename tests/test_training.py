@@ -37,6 +37,7 @@ class _Face:
     score: float
     landmarks68: np.ndarray
     kps5: np.ndarray
+    detector_kps5: np.ndarray | None = None
 
     def align(self, rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         affine = np.array([[size / rgb.shape[1], 0, 0], [0, size / rgb.shape[0], 0]])
@@ -185,8 +186,6 @@ TINY_INSTANTRESTORE = """model:
   vae_lora_rank: 2
   vae_lora_alpha: 2
   num_refs: 2
-loss:
-  landmark_layer: up_blocks.2.attentions.0.transformer_blocks.0.attn1
 """
 
 
@@ -205,7 +204,8 @@ log_every: 1
 val_every: 2
 checkpoint_every: 1
 optim: {{lr_g: 0.001, lr_d: 0.001, betas: [0.9, 0.999], grad_clip: 1.0}}
-losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 1.0, adversarial: 0.5, r1_interval: 2, landmark: 5000.0}}
+losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 1.0, adversarial: 0.5, r1_interval: 2, landmark: 5000.0,
+          landmark_layer: up_blocks.2.attentions.0.transformer_blocks.0.attn1}}
 """)
     return config
 

@@ -1,7 +1,7 @@
 """Typed configs read from YAML: `InstantRestoreConfig.from_yaml(path, ["model.adain=false", ...])`.
 
-The YAML recipe has three sections, each a dataclass: `model` (what `InstantRestoreModel` is built from and
-saved with), `loss` (the weights of the training objective) and `train` (the optimisation recipe).
+The YAML holds one section, `model`: what `InstantRestoreModel` is built from and saved with. How it is
+trained (losses, optimiser, data) lives in the training recipes (`configs/train_*.yaml`), and nowhere else.
 `load_dataclass` is the one generic piece: any dataclass tree can be filled from a mapping the same way, with
 unknown keys and wrong types refused as one-line `ConfigError`s naming the file.
 """
@@ -97,52 +97,8 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    """Weights of the training objective (authors' landmark + AdaIN recipe)."""
-
-    lpips: float = 5.0             # LPIPS-VGG
-    ms_ssim: float = 1.0           # 1 - MS-SSIM
-    identity: float = 1.0          # 1 - ArcFace cosine similarity
-    adversarial: float = 0.5       # vision-aided GAN (authors: DINOv2 discriminator)
-    landmark: float = 5000.0       # landmark attention loss
-    l2: float = 0.0
-    # where the landmark attention loss reads its map: one up-block attn1 layer (name without
-    # ".processor"), queries of the target against the keys of reference `landmark_reference`
-    landmark_layer: str = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
-    landmark_reference: int = 0
-
-
-@dataclass
-class TrainConfig:
-    """The optimisation recipe (authors: AdamW 5e-4 constant, batch 1 x accumulation 4, 50k steps)."""
-
-    data: str = "data/frll"                 # prepared data, relative to INSTANTRESTORE_SHARED unless absolute
-    output_dir: str = "runs/instantrestore"
-    steps: int = 50_000
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 4
-    learning_rate: float = 5e-4
-    lr_warmup_steps: int = 100
-    weight_decay: float = 1e-2
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"             # accelerate: "no", "fp16", "bf16"
-    reference_dropout: float = 0.1          # chance a training face gets no references (trains blind use)
-    degradation: str = "instantrestore"     # degradation preset name
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 250
-    save_every: int = 500
-    prior_steps: int = 0                    # compact only: denoising pre-training of the base UNet first
-    num_workers: int = 0
-
-
-@dataclass
 class InstantRestoreConfig:
     model: ModelConfig
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "InstantRestoreConfig":

@@ -68,6 +68,10 @@ class LossConfig:
     identity: float = 0.0          # 1 - ArcFace cosine, only with an ArcFace ONNX file
     identity_weights: str | None = None
     landmark: float = 0.0          # landmark attention loss (InstantRestore: 5000)
+    # where the landmark attention loss reads its map: one up-block attn1 layer, queries of the
+    # target against the keys of reference number `landmark_reference`
+    landmark_layer: str = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    landmark_reference: int = 0
 
 
 @dataclass

@@ -206,14 +206,14 @@ class InstantRestoreRecipe(Recipe):
         reference_mask = drop_references(batch["reference_mask"], self.config.reference_dropout, rng)
         # the reference branch is frozen: its keys/values carry no gradient
         reference_kv = model.encode_references(batch["references"] * 2 - 1, generator=rng)
-        layer = self.model_config.loss.landmark_layer if weights.landmark > 0 else None
+        layer = weights.landmark_layer if weights.landmark > 0 else None
         result = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv, reference_mask=reference_mask,
                            generator=rng, capture_attention_layer=layer)
         output, captured = result if layer is not None else (result, None)
         output01 = (output + 1) / 2
         total, logs = self.quality_terms(output01, batch["target"])
         if captured is not None:
-            k = self.model_config.loss.landmark_reference
+            k = weights.landmark_reference
             attention = captured.reference(k).mean(1)[:, None]                # (B, 1, Nq, N), heads averaged
             term = losses.landmark_attention_loss(attention.float(), batch["target_landmarks"],
                                                   batch["reference_landmarks"][:, k:k + 1], captured.side,

@@ -82,6 +82,16 @@ class AttentionCapture:
         return refs.unflatten(-1, (self.num_refs, self.ref_tokens))
 
 
+
+def _heads(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+    """(B, N, C) -> (B, heads, N, C/heads) each, with the layer's query/key norms applied as diffusers does."""
+    query, key, value = (_split_heads(t, attn.heads) for t in (query, key, value))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    return query, key, value
+
 class _SelfAttentionProcessor:
     """The steps of diffusers' AttnProcessor2_0 around the attention itself, for self-attention layers.
 
@@ -127,11 +137,7 @@ class _SelfAttentionProcessor:
                attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Plain multi-head attention, exactly as AttnProcessor2_0 computes it."""
         batch_size = query.shape[0]
-        query, key, value = (_split_heads(t, attn.heads) for t in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = _heads(attn, query, key, value)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
         return out.transpose(1, 2).reshape(batch_size, -1, out.shape[1] * out.shape[3]).to(query.dtype)
 
@@ -205,11 +211,7 @@ class SharedAttnProcessor(_SelfAttentionProcessor):
     def _attend_capturing(self, attn, query, key, value, attention_mask, self_tokens, num_refs, ref_tokens):
         # An explicit softmax, because scaled_dot_product_attention does not return its probabilities.
         batch_size = query.shape[0]
-        query, key, value = (_split_heads(t, attn.heads) for t in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = _heads(attn, query, key, value)
         scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, heads, Nq, keys)
         if attention_mask is not None:
             scores = scores.masked_fill(~attention_mask, float("-inf"))

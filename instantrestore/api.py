@@ -18,6 +18,10 @@ OFFICIAL_GFPGAN = {"gfpgan-v1.3": "GFPGANv1.3", "gfpgan-v1.4": "GFPGANv1.4"}
 NAMES = ["default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic"]
 
 
+def packaged_model_available(name: str) -> bool:
+    return name in PACKAGED and (PACKAGED_WEIGHTS / PACKAGED[name] / "config.json").is_file()
+
+
 def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restorer:
     """A directory written by `save_pretrained`: its config.json says which restorer it holds."""
     config_file = path / "config.json"
@@ -60,7 +64,7 @@ def load_restorer(name_or_path: str = "default", device: str | torch.device = "a
         return GFPGANRestorer.from_pretrained(source, device=device, **kwargs)
     if name_or_path in PACKAGED:
         path = PACKAGED_WEIGHTS / PACKAGED[name_or_path]
-        if not (path / "config.json").is_file():
+        if not packaged_model_available(name_or_path):
             raise WeightsError(
                 f"model {name_or_path!r}: its packaged weights ({path}) are not in this build; "
                 f"train them with `instantrestore train` or pass a model directory")

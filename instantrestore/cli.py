@@ -210,7 +210,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if not Path(args.data).is_dir():
         raise UsageError(f"--data {args.data}: not a prepared data directory (see `prepare-data`)")
     num_refs = [int(k) for k in args.num_refs.split(",")]
-    run_benchmark(args.data, args.output, models=args.models, presets=args.presets, num_refs=num_refs,
+    models = args.models
+    if models is None:  # the default comparison, less the packaged models this build does not ship
+        from instantrestore.api import packaged_model_available
+
+        models = ["degraded", "bicubic"]
+        for name in ("gfpgan", "default"):
+            if packaged_model_available(name):
+                models.append(name)
+            else:
+                print(f"note: model '{name}' is not shipped in this build; left out of the benchmark", file=sys.stderr)
+    run_benchmark(args.data, args.output, models=models, presets=args.presets, num_refs=num_refs,
                   split=args.split, max_people=args.max_people, seed=args.seed, device=args.device,
                   identity_model_path=args.identity_model, progress=not args.quiet)
     print(f"benchmark -> {Path(args.output) / 'results.md'}")
@@ -310,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="GAN vs diffusion, with and without references")
     p.add_argument("--data", required=True, help="a prepare-data directory")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--models", nargs="+", default=["degraded", "bicubic", "gfpgan", "default"])
+    p.add_argument("--models", nargs="+", default=None,
+                   help="names or model directories (default: degraded bicubic gfpgan default, as shipped)")
     p.add_argument("--presets", nargs="+", default=["sr8"])
     p.add_argument("--num-refs", default="0,4")
     p.add_argument("--split", default="val")

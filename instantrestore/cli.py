@@ -80,6 +80,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     out = Path(args.output)
     input_set = {path.resolve() for path in inputs}
     restorer = _load(args)
+    if not args.aligned or args.refs:
+        restorer.analyzer  # builds the face detector now: a bad --detector is a usage error, not N failed photos
 
     cache, ref_report = None, {"files": [], "used": 0, "notes": []}
     if args.refs and args.num_refs > 0:
@@ -269,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, model: bool = False) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-        p.add_argument("--detector", default="default", help="face detector: default, dlib, yunet, or an SCRFD .onnx")
+        p.add_argument("--detector", default="default", help="face detector: default (YuNet), dlib, or an .onnx path (YuNet or SCRFD)")
         p.add_argument("--identity-model", default=None, metavar="PATH",
                        help="ArcFace ONNX model for identity scores (default: dlib's descriptor, offline)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -83,6 +83,7 @@ def test_aligned_crops_with_suffix_and_ext(shared, tmp_path):
     ["train", "--config", "/nonexistent.yaml"],
     ["degrade", "x.jpg", "-o", "out", "--preset", "nope"],
     ["restore", "x.jpg", "-o", "out", "--model", "/nonexistent/model_dir"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--detector", "mtcnn"],
 ])
 def test_usage_errors_exit_2(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from instantrestore.errors import WeightsError
+from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.faces import (FaceAnalyzer, align_face, cosine_similarity, estimate_alignment, ffhq_template,
                                   five_points_from_68, landmarks_in_crop, load_identity_model, paste_back)
 from instantrestore.faces.align import transform_points
@@ -129,8 +129,14 @@ def test_default_detector_falls_back_to_dlib_without_shared(tmp_path, monkeypatc
 
 
 def test_unknown_detector_name():
-    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
+    with pytest.raises(ConfigError, match="unknown face detector 'mtcnn'"):
         build_detector("mtcnn")
+
+
+def test_detector_from_an_onnx_path(shared, tmp_path):
+    assert isinstance(build_detector(str(shared / "weights/yunet_n_dynamic.onnx")), YuNetDetector)
+    with pytest.raises(WeightsError, match="no such face detector model"):
+        build_detector(str(tmp_path / "det_10g.onnx"))
 
 
 # ------------------------------------------------------------------------------------------- landmarks

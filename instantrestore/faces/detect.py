@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from instantrestore.errors import WeightsError
+from instantrestore.errors import ConfigError, WeightsError
 
 YUNET_FILENAME = "yunet_n_dynamic.onnx"
 YUNET_SHA256 = "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12"
@@ -183,7 +183,18 @@ class ScrfdDetector(FaceDetector):
 
 
 def build_detector(name: str = "default", model_path: str | os.PathLike | None = None) -> FaceDetector:
-    """`default` = YuNet if its weights are found (measured better, see the module docstring), else dlib."""
+    """`default` = YuNet if its weights are found (measured better, see the module docstring), else dlib.
+
+    `name` may also be the path of an ONNX file: YuNet if it is the file YuNet's checksum names, else SCRFD
+    (insightface's `det_*.onnx`), so a command line needs one flag for either.
+    """
+    if name.endswith(".onnx"):
+        path = Path(name)
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such face detector model")
+        if hashlib.sha256(path.read_bytes()).hexdigest() == YUNET_SHA256:
+            return YuNetDetector(path)
+        return ScrfdDetector(path)
     if name == "default":
         if model_path is None and not default_yunet_path().is_file():
             warnings.warn(f"{default_yunet_path()} not found: using the dlib HOG face detector, which misses "
@@ -198,4 +209,4 @@ def build_detector(name: str = "default", model_path: str | os.PathLike | None =
         if model_path is None:
             raise WeightsError("the scrfd detector needs a model file: pass its path (e.g. det_10g.onnx)")
         return ScrfdDetector(model_path)
-    raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTOR_NAMES)}")
+    raise ConfigError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTOR_NAMES)}, or an .onnx path")

@@ -200,14 +200,20 @@ def test_reference_crops_aligned_crop_and_whole_photo(shared, face_analyzer, fac
     aligned = read_image(shared / "data/real-lq/cropped_faces/Adele_crop.png")
     photo = frll(shared, "001", "03", size=384)
     faceless = np.full((100, 160, 3), 90, np.uint8)
+    tiny = cv2.resize(aligned, (32, 32), interpolation=cv2.INTER_AREA)
+    faceless_square = np.full((128, 128, 3), 90, np.uint8)
 
-    crops, notes = face_analyzer.reference_crops([aligned, photo, faceless], 256, face_identity)
+    crops, notes = face_analyzer.reference_crops([aligned, photo, faceless, tiny], 256, face_identity)
 
     assert len(crops) == 2 and all(crop.shape == (256, 256, 3) for crop in crops)
     np.testing.assert_array_equal(crops[0], cv2.resize(aligned, (256, 256), interpolation=cv2.INTER_AREA))
     expected, _ = face_analyzer.find_faces(photo)[0].align(photo, 256)
     np.testing.assert_array_equal(crops[1], expected)
-    assert notes == ["reference 3: no face found; skipped"]
+    assert notes == ["reference 3: no face found; skipped",
+                     "reference 4: 32x32 is too small to guide a restoration (under 64 px); skipped"]
+    # A square image without a detectable face may be a degraded aligned crop: used, and said so.
+    crops, notes = face_analyzer.reference_crops([faceless_square], 256, face_identity)
+    assert len(crops) == 1 and "no face detected in a square image" in notes[0]
 
 
 def test_reference_crops_group_photo_takes_the_matching_face(shared, face_analyzer, face_identity):

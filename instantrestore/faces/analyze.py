@@ -31,6 +31,9 @@ _HOG_CENTRE_RAISE = 0.06
 # example crops (data/real-lq/cropped_faces) 0.010-0.030; whole square FRLL photos 0.073-0.171.
 _ALIGNED_TOLERANCE = 0.045
 
+# A reference smaller than this carries too little identity to guide a restoration.
+MIN_REFERENCE_SIDE = 64
+
 
 @dataclass
 class Face:
@@ -120,9 +123,15 @@ class FaceAnalyzer:
         candidates: dict[int, list[np.ndarray]] = {}
         for index, image in enumerate(images):
             image = np.ascontiguousarray(np.asarray(image)[..., :3])
+            if min(image.shape[:2]) < MIN_REFERENCE_SIDE:
+                notes.append(f"reference {index + 1}: {image.shape[1]}x{image.shape[0]} is too small to guide a "
+                             f"restoration (under {MIN_REFERENCE_SIDE} px); skipped")
+                continue
             faces = self.find_faces(image)
             if self.is_aligned_crop(image, faces):
                 chosen[index] = _resize_square(image, size)
+                if not faces:
+                    notes.append(f"reference {index + 1}: no face detected in a square image; used as an aligned crop")
             elif not faces:
                 notes.append(f"reference {index + 1}: no face found; skipped")
             elif len(faces) == 1:

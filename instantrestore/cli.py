@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a prepare-data directory")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--models", nargs="+", default=None,
-                   help="names or model directories (default: degraded bicubic gfpgan default, as shipped)")
+                   help="names, model directories or LABEL=DIR (default: degraded bicubic gfpgan default, as shipped)")
     p.add_argument("--presets", nargs="+", default=["sr8"])
     p.add_argument("--num-refs", default="0,4")
     p.add_argument("--split", default="val")

@@ -156,3 +156,11 @@ def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(Restorer, "restore_faces", fail)
     again = run_benchmark(tiny_data, out, models=models, presets=["sr8"], num_refs=[0, 1], progress=False)
     assert again["rows"] == results["rows"]
+
+
+def test_model_labels():
+    from instantrestore.evaluation.benchmark import _labelled
+
+    assert _labelled("ir=/runs/ir/final") == ("ir", "/runs/ir/final")
+    assert _labelled("/runs/ir/final") == ("final", "/runs/ir/final")
+    assert _labelled("bicubic") == ("bicubic", "bicubic")

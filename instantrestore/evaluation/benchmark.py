@@ -150,6 +150,14 @@ def _label(model: str | Restorer, key: str | None = None) -> str:
     return Path(model).name if os.sep in str(model) else str(model)
 
 
+def _labelled(model: str | Restorer) -> tuple[str, str | Restorer]:
+    """`LABEL=PATH` names a model directory in the tables (two trained models are often both `final/`)."""
+    if isinstance(model, str) and "=" in model:
+        label, path = model.split("=", 1)
+        return label, path
+    return _label(model), model
+
+
 def _cell_path(out: Path, method: str, preset: str, num_refs: int) -> Path:
     return out / "cells" / preset / f"{method}_r{num_refs}.json"
 
@@ -244,7 +252,7 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise ValueError(f"num_refs must be >= 0, got {num_refs}")
     if models is None:
         models = list(DEFAULT_MODELS)
-    methods = dict(models) if isinstance(models, dict) else {_label(m): m for m in models}
+    methods = dict(models) if isinstance(models, dict) else dict(_labelled(m) for m in models)
 
     cases, left_out = benchmark_cases(index, split, max(num_refs), max_people)
     if not cases:

@@ -302,3 +302,14 @@ def test_prepare_real_frll_photos(tmp_path):
 
     again = prepare_dataset(src, out, size=128, progress=False)
     assert again.processed == 0 and again.cached == 8 and again.photos == 6
+
+
+def test_records_from_an_older_face_pipeline_are_redone(fake_collection, tmp_path):
+    out = tmp_path / "out"
+    prepare_dataset(fake_collection, out, size=64, progress=False, analyzer=FakeAnalyzer())
+    record_path = out / "p1" / "p1_0.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "version": record["version"] - 1}))
+    analyzer = FakeAnalyzer()
+    prepare_dataset(fake_collection, out, size=64, progress=False, analyzer=analyzer)
+    assert analyzer.calls == 1 and json.loads(record_path.read_text())["version"] == record["version"]

@@ -45,6 +45,9 @@ MANIFEST_NAME = "manifest.json"
 SKIPPED_NAME = "skipped.json"
 SPLITS_NAME = "splits.csv"
 MANIFEST_VERSION = 1
+# Bump when detection, landmarks or alignment change what a record holds: older records are then redone
+# instead of silently mixing crops from two versions of the face pipeline.
+RECORD_VERSION = 2
 _VAL_PERCENT = 20  # hash split when no splits CSV exists
 # dlib's 68-point predictor fails on profiles and strongly turned faces while the detector's 5 points
 # stay right; their disagreement (mean distance between the 5 points derived from the 68 and the
@@ -132,7 +135,7 @@ def _is_current(record_path: Path, source: Path, size: int, detector: str) -> di
     stat = source.stat()
     still_valid = (record.get("source") == str(source) and record.get("source_bytes") == stat.st_size
                    and record.get("source_mtime_ns") == stat.st_mtime_ns and record.get("size") == size
-                   and record.get("detector") == detector)
+                   and record.get("detector") == detector and record.get("version") == RECORD_VERSION)
     if still_valid and (record.get("status") == "skipped" or record_path.with_suffix(".png").is_file()):
         return record
     return None
@@ -232,7 +235,7 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, size: int = 
             crop, fields = _align_photo(source, analyzer, size)
             stat = source.stat()
             record = {"source": str(source), "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-                      "size": size, "detector": detector, **fields}
+                      "size": size, "detector": detector, "version": RECORD_VERSION, **fields}
             if crop is not None:
                 write_image(record_path.with_suffix(".png"), crop, overwrite=True)
             write_bytes(record_path, json.dumps(record).encode())  # last: marks the photo done

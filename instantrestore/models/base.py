@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from instantrestore.errors import NoFaceError, WeightsError
 from instantrestore.imageio import to_rgb_array
 from instantrestore.references import ReferenceCache
 
-ImageLike = "np.ndarray | Image.Image"
+ImageLike = Union[np.ndarray, Image.Image]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

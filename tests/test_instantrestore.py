@@ -158,11 +158,28 @@ def test_lora_round_trip_gives_identical_outputs(model, tmp_path):
     torch.testing.assert_close(fused, before, atol=1e-4, rtol=0)
 
 
-def test_trainable_parameters_are_lora_and_conv_in_only(model):
+def test_trainable_parameters_are_lora_conv_in_and_vae_skips_only(model):
     names = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert names and all("lora_" in name or name.startswith("unet.conv_in.") for name in names)
-    assert any(name.startswith("vae.") for name in names)
+    assert names and all("lora_" in name or name.startswith(("unet.conv_in.", "vae_skip.")) for name in names)
+    assert any(name.startswith("vae.") for name in names) and any(name.startswith("vae_skip.") for name in names)
     assert not any(p.requires_grad for p in [*model.reference_unet.parameters(), *model.reference_vae.parameters()])
+
+
+def test_vae_skips_start_as_a_no_op_and_carry_the_degraded_face():
+    with_skips, without = tiny_model("model.vae_skip=true"), tiny_model("model.vae_skip=false")
+    degraded, kv = images(2, 0), with_skips.encode_references(images(2, 1), generator=seeded(1))
+    with torch.no_grad():
+        torch.testing.assert_close(with_skips(degraded, kv, generator=seeded()), without(degraded, kv, generator=seeded()),
+                                   atol=1e-6, rtol=0)
+        for conv in with_skips.vae_skip.convs:
+            torch.nn.init.normal_(conv.weight, std=0.1, generator=seeded(2))
+        changed = with_skips(degraded, kv, generator=seeded())
+        assert (changed - without(degraded, kv, generator=seeded())).abs().max() > 1e-3
+        assert not with_skips.vae_skip.features  # nothing kept between forwards
+        # a decode on its own (no encoder features) is the plain VAE decode
+        latent = torch.randn(1, 4, SIZE // 2, SIZE // 2, generator=seeded(3))
+        torch.testing.assert_close(with_skips.vae.decode(latent).sample, without.vae.decode(latent).sample,
+                                   atol=1e-6, rtol=0)
 
 
 def test_shared_attention_off_ignores_references():

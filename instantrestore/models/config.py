@@ -56,6 +56,10 @@ class ModelConfig:
     train_input:     the input's own K/V take part next to the references' (authors' recipe: False).
     adain:           renormalise each reference's values to the per-channel mean/std of the input's values.
     num_refs:        references per face in training (and the most a restorer is trained for).
+    vae_skip:        zero-initialised 1x1 convolutions carry the restoring VAE encoder's features of the
+                     degraded face to its decoder at every resolution (as pix2pix-turbo's single-step
+                     model does). The authors' recipe has none; a compact VAE trained in minutes needs
+                     them, as its 48x-compressed latent alone cannot hold the face's detail.
     """
 
     face_size: int = 512
@@ -84,6 +88,7 @@ class ModelConfig:
     vae_lora_alpha: int = 16
     vae_lora_targets: list[str] = field(default_factory=lambda: list(VAE_LORA_TARGETS))
     train_conv_in: bool = True
+    vae_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt_encoder not in ("clip", "random"):

@@ -12,7 +12,8 @@ Checkpoint directory (`save_pretrained`):
     config.json              {"restorer": "instantrestore", "model": ModelConfig}
     unet_lora.safetensors    LoRA of the restoring UNet (diffusers `save_lora_adapter`, LoraConfig in metadata)
     vae_lora.safetensors     LoRA of its VAE
-    trained.safetensors      the fully trained UNet conv_in and the stored prompt embedding
+    trained.safetensors      the fully trained UNet conv_in, the VAE skip convolutions (with `vae_skip`)
+                             and the stored prompt embedding
     base/unet, base/vae      the base weights, only with `embed_base` (compact); otherwise `pretrained` names them
 The reference branch is rebuilt from the base weights: it is never trained.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -166,6 +168,7 @@ class InstantRestoreModel(torch.nn.Module):
                                    init_lora_weights="gaussian", target_modules=config.vae_lora_targets))
         unet.conv_in.requires_grad_(config.train_conv_in)
         self.unet, self.vae = unet, vae
+        self.vae_skip = VAESkipConnections(vae) if config.vae_skip else None
         if config.freeu is not None:
             for model in (self.unet, self.reference_unet):
                 model.enable_freeu(*config.freeu)
@@ -204,11 +207,18 @@ class InstantRestoreModel(torch.nn.Module):
         model = cls(config, unet, vae, trained.pop("prompt_embeds"))
         _load_adapter(model.unet, path / UNET_LORA_NAME)
         _load_adapter(model.vae, path / VAE_LORA_NAME)
-        conv_in = {name.removeprefix("unet.conv_in."): value for name, value in trained.items()}
-        try:
-            model.unet.conv_in.load_state_dict(conv_in, strict=True)
-        except RuntimeError as err:
-            raise WeightsError(f"{path / TRAINED_NAME}: conv_in does not fit the UNet ({_first_line(err)})") from None
+        parts = {"unet.conv_in.": model.unet.conv_in, "vae_skip.": model.vae_skip}
+        for prefix, module in parts.items():
+            state = {name.removeprefix(prefix): value for name, value in trained.items() if name.startswith(prefix)}
+            if module is None and not state:
+                continue
+            try:
+                if module is None:
+                    raise RuntimeError("the config has no vae_skip")
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                raise WeightsError(f"{path / TRAINED_NAME}: {prefix.rstrip('.')} does not fit the model "
+                                   f"({_first_line(err)})") from None
         return model
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -224,6 +234,8 @@ class InstantRestoreModel(torch.nn.Module):
         self.unet.save_lora_adapter(path, weight_name=UNET_LORA_NAME)
         self.vae.save_lora_adapter(path, weight_name=VAE_LORA_NAME)
         trained = {f"unet.conv_in.{name}": value for name, value in self.unet.conv_in.state_dict().items()}
+        if self.vae_skip is not None:
+            trained.update({f"vae_skip.{name}": value for name, value in self.vae_skip.state_dict().items()})
         trained["prompt_embeds"] = self.prompt_embeds
         save_file({name: value.detach().cpu().contiguous() for name, value in trained.items()}, path / TRAINED_NAME)
         return path
@@ -236,7 +248,8 @@ class InstantRestoreModel(torch.nn.Module):
         return self
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in [*self.unet.parameters(), *self.vae.parameters()] if p.requires_grad]
+        skip = self.vae_skip.parameters() if self.vae_skip is not None else ()
+        return [p for p in [*self.unet.parameters(), *self.vae.parameters(), *skip] if p.requires_grad]
 
     def fuse_lora(self) -> "InstantRestoreModel":
         """Merge the LoRA weights into the base layers for inference: same output, no adapter branch to
@@ -301,20 +314,20 @@ class InstantRestoreModel(torch.nn.Module):
         """
         batch_size = degraded.shape[0]
         timesteps = self._timesteps(timestep, batch_size, degraded.device, generator)
+        with self._skipping():
+            # encode and noise the degraded face
+            latents = self.vae.encode(degraded).latent_dist.sample(generator) * self.scaling_factor
+            noisy = self._add_noise(latents, timesteps, generator)
 
-        # encode and noise the degraded face
-        latents = self.vae.encode(degraded).latent_dist.sample(generator) * self.scaling_factor
-        noisy = self._add_noise(latents, timesteps, generator)
+            # one UNet step, sharing attention with the references
+            with self._sharing(reference_kv, reference_mask, capture_attention_layer, degraded.device) as capture_layer:
+                noise_pred = self.unet(noisy, timesteps, encoder_hidden_states=self._prompt(batch_size)).sample
+                captured = capture_layer.captured if capture_layer is not None else None
 
-        # one UNet step, sharing attention with the references
-        with self._sharing(reference_kv, reference_mask, capture_attention_layer, degraded.device) as capture_layer:
-            noise_pred = self.unet(noisy, timesteps, encoder_hidden_states=self._prompt(batch_size)).sample
-            captured = capture_layer.captured if capture_layer is not None else None
-
-        # predicted noise -> clean latent -> image
-        alphas = self.scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
-        clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
-        restored = self.vae.decode(clean / self.scaling_factor).sample
+            # predicted noise -> clean latent -> image (plus the encoder's skips, with vae_skip)
+            alphas = self.scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
+            clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
+            restored = self.vae.decode(clean / self.scaling_factor).sample
         return restored if capture_attention_layer is None else (restored, captured)
 
     # ----------------------------------------------------------------- pieces of forward
@@ -335,6 +348,18 @@ class InstantRestoreModel(torch.nn.Module):
         return torch.as_tensor(timestep, device=device).long().expand(batch_size)
 
     @contextmanager
+    def _skipping(self) -> Iterator[None]:
+        """The VAE skips of one forward: recorded by its encode, used by its decode, then dropped."""
+        if self.vae_skip is None:
+            yield
+            return
+        self.vae_skip.features.clear()
+        try:
+            yield
+        finally:
+            self.vae_skip.features.clear()
+
+    @contextmanager
     def _sharing(self, reference_kv, reference_mask, capture_attention_layer, device) -> Iterator[SharedAttnProcessor | None]:
         capture_layer = None
         if capture_attention_layer is not None:
@@ -353,6 +378,39 @@ class InstantRestoreModel(torch.nn.Module):
             self.store.kv, self.store.mask = {}, None
             if capture_layer is not None:
                 capture_layer.capture, capture_layer.captured = False, None
+
+
+class VAESkipConnections(torch.nn.Module):
+    """Encoder -> decoder skips of the restoring VAE (`ModelConfig.vae_skip`).
+
+    Attached with forward pre-hooks, so diffusers' Encoder and Decoder run unchanged: the input of each
+    encoder down-block is recorded, and a zero-initialised 1x1 convolution of it is added to the input of
+    the decoder up-block at the same resolution. At initialisation the VAE is exactly the base one.
+    """
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        encoder_channels = [block.resnets[0].in_channels for block in vae.encoder.down_blocks][::-1]
+        decoder_channels = [block.resnets[0].in_channels for block in vae.decoder.up_blocks]
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(c_in, c_out, 1)
+                                         for c_in, c_out in zip(encoder_channels, decoder_channels))
+        for conv in self.convs:
+            torch.nn.init.zeros_(conv.weight)
+            torch.nn.init.zeros_(conv.bias)
+        self.features: list[torch.Tensor] = []
+        for block in vae.encoder.down_blocks:
+            block.register_forward_pre_hook(self._record)
+        for index, block in enumerate(vae.decoder.up_blocks):
+            block.register_forward_pre_hook(functools.partial(self._add, index))
+
+    def _record(self, module: torch.nn.Module, args: tuple) -> None:
+        self.features.append(args[0])
+
+    def _add(self, index: int, module: torch.nn.Module, args: tuple) -> tuple | None:
+        if len(self.features) != len(self.convs):  # a decode outside `forward`: no encoder features to add
+            return None
+        skip = self.convs[index](self.features[-1 - index])
+        return (args[0] + skip.to(args[0].dtype), *args[1:])
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

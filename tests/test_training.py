@@ -110,6 +110,9 @@ def test_config_errors_are_one_line(gfpgan_config: Path):
     config = load_config(gfpgan_config, ["optim.betas=[0.5, 0.9]", "data.batch_size=3", "model.overrides.narrow=0.1"])
     assert config.optim.betas == (0.5, 0.9) and config.data.batch_size == 3
     assert config.model.overrides == {"narrow": 0.1}
+    assert load_config(gfpgan_config, ["data.preset=[sr8, gfpgan]"]).data.preset == ["sr8", "gfpgan"]
+    with pytest.raises(ConfigError, match="'data.preset' must be"):
+        load_config(gfpgan_config, ["data.preset=[sr8, 3]"])
     with pytest.raises(ConfigError) as err:
         load_config(gfpgan_config, ["losses=3"])
     assert "\n" not in str(err.value)

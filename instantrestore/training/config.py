@@ -38,7 +38,8 @@ class ModelConfig:
 class DataConfig:
     data_dir: str                  # a `prepare-data` output (manifest.json + aligned crops)
     size: int = 512                # training resolution (crops are resized to it)
-    preset: str = "gfpgan"         # degradation preset of `instantrestore degrade`
+    preset: str | list[str] = "gfpgan"  # degradation preset(s) of `instantrestore degrade`; a list draws
+                                        # one per sample (mixed severities)
     num_refs: int = 4              # reference slots per sample (InstantRestore)
     batch_size: int = 4            # per device and micro-step
     num_workers: int = 0
@@ -107,7 +108,13 @@ def _check_type(value: Any, annotation: Any, key: str, source: str) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
-        return _check_type(value, next(t for t in options if t is not type(None)), key, source)
+        kinds = [t for t in options if t is not type(None)]
+        for kind in kinds[:-1]:  # the first option the value fits; the last one reports the error
+            try:
+                return _check_type(value, kind, key, source)
+            except ConfigError:
+                pass
+        return _check_type(value, kinds[-1], key, source)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
@@ -116,6 +123,11 @@ def _check_type(value: Any, annotation: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
         return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_check_type(v, item, key, source) for v in value]
     if origin is tuple:
         items = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):

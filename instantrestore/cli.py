@@ -224,7 +224,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 print(f"note: model '{name}' is not shipped in this build; left out of the benchmark", file=sys.stderr)
     run_benchmark(args.data, args.output, models=models, presets=args.presets, num_refs=num_refs,
                   split=args.split, max_people=args.max_people, seed=args.seed, device=args.device,
-                  identity_model_path=args.identity_model, progress=not args.quiet)
+                  identity_model_path=args.identity_model, progress=not args.quiet, people=args.people)
     print(f"benchmark -> {Path(args.output) / 'results.md'}")
     return EXIT_OK
 
@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-refs", default="0,4")
     p.add_argument("--split", default="val")
     p.add_argument("--max-people", type=int, default=None)
+    p.add_argument("--people", metavar="GLOB", default=None,
+                   help="only people whose name matches, e.g. 'celeba_*' in a merged data set")
     p.add_argument("--seed", type=int, default=0)
     common(p)
     p.set_defaults(func=cmd_benchmark)

@@ -94,6 +94,16 @@ def tiny_data(shared, tmp_path_factory):
     return root / "data"
 
 
+def test_people_glob_picks_cases_from_a_merged_set(tiny_data):
+    from instantrestore.data.prepare import load_index
+    from instantrestore.evaluation.benchmark import benchmark_cases
+
+    index = load_index(tiny_data)
+    assert [c.person for c in benchmark_cases(index, "val", 1)[0]] == ["005", "010"]
+    assert [c.person for c in benchmark_cases(index, "val", 1, people="01*")[0]] == ["010"]
+    assert benchmark_cases(index, "val", 1, people="celeba_*") == ([], [])
+
+
 def test_identity_and_lmd_of_identical_faces(tiny_data):
     from instantrestore.evaluation.benchmark import FaceScorer
 

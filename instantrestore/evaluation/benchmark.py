@@ -18,6 +18,7 @@ keyed by the method's label, not its weights: after retraining a model, use a ne
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import json
 import math
@@ -88,11 +89,14 @@ class Case:
     references: tuple[str, ...]
 
 
-def benchmark_cases(index: DataIndex, split: str, max_refs: int,
-                    max_people: int | None = None) -> tuple[list[Case], list[str]]:
-    """(cases, people left out for having fewer than `max_refs` other photos), people in sorted order."""
+def benchmark_cases(index: DataIndex, split: str, max_refs: int, max_people: int | None = None,
+                    people: str | None = None) -> tuple[list[Case], list[str]]:
+    """(cases, people left out for having fewer than `max_refs` other photos), people in sorted order.
+    `people`: a glob on person names (e.g. "celeba_*" in a merged set); None takes everyone."""
     cases, left_out = [], []
     for person in index.people(split):
+        if people is not None and not fnmatch.fnmatchcase(person, people):
+            continue
         photos = index.photos(person)
         target = choose_target(photos)
         references = order_references(photos, target)
@@ -238,7 +242,7 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   models: dict[str, Restorer] | Sequence[str | Restorer] | None = None,
                   presets: Sequence[str] = ("sr8",), num_refs: Sequence[int] = (0, 4), split: str = "val",
                   max_people: int | None = None, seed: int = 0, progress: bool = True, device: str = "auto",
-                  identity_model_path: str | None = None) -> dict[str, Any]:
+                  identity_model_path: str | None = None, people: str | None = None) -> dict[str, Any]:
     """Run (or resume) the benchmark; writes OUT/results.json, results.md, grid.png, faces/ and cells/.
 
     `models`: restorers by label (a dict), or a list of names/paths for `instantrestore.load_restorer`
@@ -254,9 +258,10 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         models = list(DEFAULT_MODELS)
     methods = dict(models) if isinstance(models, dict) else dict(_labelled(m) for m in models)
 
-    cases, left_out = benchmark_cases(index, split, max(num_refs), max_people)
+    cases, left_out = benchmark_cases(index, split, max(num_refs), max_people, people)
     if not cases:
-        raise ValueError(f"{data_dir}: no person in split {split!r} has a target and {max(num_refs)} other photos")
+        chosen = f" matching {people!r}" if people is not None else ""
+        raise ValueError(f"{data_dir}: no person{chosen} in split {split!r} has a target and {max(num_refs)} other photos")
     scorer = FaceScorer(identity_model_path, device="cpu")
     fingerprint = {"data": str(Path(data_dir).resolve()), "split": split, "seed": seed,
                    "cases": [[c.person, c.target, list(c.references)] for c in cases],

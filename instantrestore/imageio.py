@@ -79,8 +79,11 @@ def _pil_to_array(image: Image.Image, keep_alpha: bool) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert(target)))
 
 
-def to_rgb_array(image: "np.ndarray | Image.Image") -> np.ndarray:
-    """The API boundary: accept a PIL image or an HxWx3 (or HxW, HxWx4) uint8 array, return HxWx3 RGB."""
+def to_rgb_array(image: "np.ndarray | Image.Image | str | os.PathLike") -> np.ndarray:
+    """The API boundary: accept a PIL image, an HxWx3 (or HxW, HxWx4) uint8 array or an image file path
+    (read with `read_image`'s checks), return HxWx3 RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
     if isinstance(image, Image.Image):
         return _pil_to_array(image, keep_alpha=False)
     array = np.asarray(image)

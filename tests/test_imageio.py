@@ -105,8 +105,12 @@ def test_write_refuses_overwrite_and_is_atomic(tmp_path, gradient, monkeypatch):
     assert os.listdir(tmp_path) == ["out.png"]  # and no temporary file is left behind
 
 
-def test_to_rgb_array_accepts_pil_and_gray(gradient):
+def test_to_rgb_array_accepts_pil_gray_and_paths(tmp_path, gradient):
     assert np.array_equal(to_rgb_array(Image.fromarray(gradient)), gradient)
+    path = write_image(tmp_path / "a.png", gradient)
+    assert np.array_equal(to_rgb_array(path), gradient) and np.array_equal(to_rgb_array(str(path)), gradient)
+    with pytest.raises(ImageReadError):
+        to_rgb_array(tmp_path / "absent.png")
     assert to_rgb_array(gradient[..., 0]).shape == (40, 60, 3)
     with pytest.raises(ValueError):
         to_rgb_array(np.zeros((4, 4, 2), np.uint8))

@@ -8,6 +8,7 @@ are compared on equal terms.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence, Union
@@ -20,7 +21,7 @@ from instantrestore.errors import NoFaceError, WeightsError
 from instantrestore.imageio import to_rgb_array
 from instantrestore.references import ReferenceCache
 
-ImageLike = Union[np.ndarray, Image.Image]
+ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]  # a path is read with imageio.read_image
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -3,16 +3,22 @@ reference encoded, and an album of photos of one person restored with a referenc
 
     .venv/bin/python scripts/bench_instantrestore.py [--config configs/instantrestore_compact.yaml]
         [--weights CHECKPOINT_DIR] [--threads 2] [--album 10] [--refs 4] [--repeats 5] [--json OUT.json]
+        [--person-photos DIR]
 
-Timing covers the model only (aligned crops in, restored crops out), not detection or paste-back; the
-speed does not depend on the weights, so without --weights a freshly built model is timed. Wall-clock
-times are medians; CPU seconds (process time, all threads) are reported too, because on a shared
-machine wall-clock includes waiting for the cores.
+The first timings cover the model only (aligned crops in, restored crops out); the speed does not
+depend on the weights, so without --weights a freshly built model is timed. With --person-photos (one
+person's whole photos, e.g. ../shared/data/frll/images/005), the album is also timed end to end through
+the public API, as a user runs it: the first --refs photos are the references, the others (cycled up to
+--album, degraded with sr4) the album; without a cache every `restore(photo, refs=paths)` finds, aligns,
+scores and encodes the references again, with one they are done once. Wall-clock times are medians; CPU
+seconds (process time, all threads) are reported too, because on a shared machine wall-clock includes
+waiting for the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -51,6 +57,7 @@ def main() -> None:
     parser.add_argument("--refs", type=int, default=4, help="references per person")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--person-photos", help="a folder of one person's whole photos: also time the album end to end")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -107,9 +114,42 @@ def main() -> None:
         print(f"  {label:<24} {results[key]['wall_ms']:9.1f} ms wall {results[key]['cpu_ms']:9.1f} ms cpu")
     print(f"  album speed-up with a cache: {results['album_speedup_wall']:.2f}x wall, "
           f"{results['album_speedup_cpu']:.2f}x cpu")
+    if args.person_photos:
+        results.update(album_end_to_end(restorer, Path(args.person_photos), args.refs, args.album, album_repeats))
+        print(f"end to end (whole photos: detect, align, restore, paste back, identity), album of {args.album}:")
+        for label, key in (("cache", "photos_album_ms_with_cache"), ("no cache", "photos_album_ms_without_cache")):
+            print(f"  {label:<24} {results[key]['wall_ms']:9.1f} ms wall {results[key]['cpu_ms']:9.1f} ms cpu")
+        print(f"  album speed-up with a cache: {results['photos_album_speedup_wall']:.2f}x wall, "
+              f"{results['photos_album_speedup_cpu']:.2f}x cpu")
     print(json.dumps(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def album_end_to_end(restorer: InstantRestoreRestorer, person_dir: Path, refs: int, album: int,
+                     repeats: int) -> dict[str, object]:
+    """Whole photos through `restore`: references re-done per photo (paths) vs encoded once (a cache)."""
+    from instantrestore.degradations import degrade
+    from instantrestore.imageio import is_image_path, read_image
+
+    photos = sorted(p for p in person_dir.iterdir() if is_image_path(p))
+    if len(photos) <= refs:
+        raise SystemExit(f"{person_dir}: needs more than {refs} photos ({refs} references + the album)")
+    reference_paths = [str(p) for p in photos[:refs]]
+    album_photos = [degrade(read_image(p), "sr4", seed=i)
+                    for i, p in enumerate(itertools.islice(itertools.cycle(photos[refs:]), album))]
+
+    def restore_album(cached: bool) -> None:
+        cache = restorer.encode_references(reference_paths) if cached else None
+        for photo in album_photos:
+            restorer.restore(photo, refs=cache if cached else reference_paths, seed=0)
+
+    with_cache = timed(lambda: restore_album(True), repeats)
+    without_cache = timed(lambda: restore_album(False), repeats)
+    return {"person_photos": str(person_dir), "photos_album_ms_with_cache": with_cache,
+            "photos_album_ms_without_cache": without_cache,
+            "photos_album_speedup_wall": without_cache["wall_ms"] / with_cache["wall_ms"],
+            "photos_album_speedup_cpu": without_cache["cpu_ms"] / with_cache["cpu_ms"]}
 
 
 if __name__ == "__main__":

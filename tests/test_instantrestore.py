@@ -4,6 +4,7 @@ Tiny random models only (no download): the compact recipe shrunk by overrides, a
 with SD-Turbo's block types and attention layout at a few channels.
 """
 
+import copy
 import json
 from pathlib import Path
 
@@ -180,6 +181,13 @@ def test_vae_skips_start_as_a_no_op_and_carry_the_degraded_face():
         latent = torch.randn(1, 4, SIZE // 2, SIZE // 2, generator=seeded(3))
         torch.testing.assert_close(with_skips.vae.decode(latent).sample, without.vae.decode(latent).sample,
                                    atol=1e-6, rtol=0)
+        # a deep copy (the trainer's EMA) uses its own skip convolutions, not the original's
+        copied = copy.deepcopy(with_skips)
+        for conv in copied.vae_skip.convs:
+            conv.weight.zero_()
+        torch.testing.assert_close(copied(degraded, kv, generator=seeded()), without(degraded, kv, generator=seeded()),
+                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(with_skips(degraded, kv, generator=seeded()), changed, atol=0, rtol=0)
 
 
 def test_shared_attention_off_ignores_references():

@@ -156,6 +156,9 @@ def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
     paired = [p for p in saved["paired"] if p["metric"] == "psnr"]
     assert len(paired) == 1 and paired[0]["a_num_refs"] == 1 and paired[0]["n"] == 2
     assert paired[0]["mean_diff"] == pytest.approx(rows[("blend", 1)]["psnr"] - rows[("blend", 0)]["psnr"])
+    versus = [v for v in saved["versus"] if v["metric"] == "psnr"]
+    assert [(v["method"], v["num_refs"], v["baseline"]) for v in versus] == [("blend", 1, "bicubic")]
+    assert versus[0]["mean_diff"] == pytest.approx(rows[("blend", 1)]["psnr"] - rows[("bicubic", 0)]["psnr"])
     assert (out / "grid.png").is_file() and "| blend | 1 |" in (out / "results.md").read_text()
     assert read_image(out / "faces" / "sr8" / "005" / "blend_r1.png").shape == (192, 192, 3)
 

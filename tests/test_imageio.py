@@ -114,3 +114,12 @@ def test_to_rgb_array_accepts_pil_gray_and_paths(tmp_path, gradient):
     assert to_rgb_array(gradient[..., 0]).shape == (40, 60, 3)
     with pytest.raises(ValueError):
         to_rgb_array(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path, gradient):
+    umask = os.umask(0o022)
+    try:
+        path = write_image(tmp_path / "a.png", gradient)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -68,3 +68,21 @@ def test_a_cache_from_another_model_is_refused(ir_dir, references, tmp_path):
     cache.model_id = "instantrestore-someothermodel"
     with pytest.raises(WeightsError, match="reference cache was made by model"):
         restorer.restore_face(np.zeros((SIZE, SIZE, 3), np.uint8), refs=cache)
+
+
+@pytest.mark.parametrize("name", ["default", "gfpgan"])
+def test_packaged_models_ship_small_and_restore(name, references, shared):
+    """The default models load by name, offline, from the package, within the 30 MB budget each."""
+    from instantrestore.api import PACKAGED, PACKAGED_WEIGHTS, packaged_model_available
+
+    assert packaged_model_available(name)
+    size = sum(p.stat().st_size for p in (PACKAGED_WEIGHTS / PACKAGED[name]).rglob("*") if p.is_file())
+    assert size <= 30 * 2**20
+    restorer = instantrestore.load_restorer(name, device="cpu")
+    face = read_image(shared / "data/real-lq/cropped_faces" / sorted(
+        p.name for p in (shared / "data/real-lq/cropped_faces").iterdir())[0])
+    refs = references if restorer.uses_references else None
+    restored = restorer.restore_face(face, refs=refs, seed=0)
+    assert restored.shape == face.shape and restored.dtype == np.uint8
+    assert np.array_equal(restored, restorer.restore_face(face, refs=refs, seed=0))  # seeded: deterministic
+    assert np.abs(restored.astype(int) - face.astype(int)).mean() > 1  # the network did something

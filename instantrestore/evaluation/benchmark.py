@@ -226,15 +226,9 @@ def _paired_rows(cells: dict[tuple[str, str, int], dict], reference_methods: lis
                 guided = cells.get((method, preset, k))
                 if blind is None or guided is None:
                     continue
-                for metric in metric_names:
-                    a = [face[metric] for face in guided["faces"]]
-                    b = [face[metric] for face in blind["faces"]]
-                    if all(v is None for v in a + b):
-                        continue
-                    higher = HIGHER_IS_BETTER.get(metric, True)  # identity columns: higher is better
-                    comparison = paired_difference(a, b, higher_is_better=higher, seed=seed)
+                for metric, comparison in _compare_faces(guided, blind, metric_names, seed):
                     rows.append({"method": method, "preset": preset, "metric": metric, "a_num_refs": k,
-                                 "b_num_refs": 0, **comparison.as_dict()})
+                                 "b_num_refs": 0, **comparison})
     return rows
 
 
@@ -251,15 +245,23 @@ def _versus_rows(cells: dict[tuple[str, str, int], dict], reference_methods: lis
                 guided, other = cells.get((method, preset, k)), cells.get((baseline, preset, 0))
                 if guided is None or other is None:
                     continue
-                for metric in metric_names:
-                    a = [face[metric] for face in guided["faces"]]
-                    b = [face[metric] for face in other["faces"]]
-                    if all(v is None for v in a + b):
-                        continue
-                    comparison = paired_difference(a, b, higher_is_better=HIGHER_IS_BETTER.get(metric, True), seed=seed)
+                for metric, comparison in _compare_faces(guided, other, metric_names, seed):
                     rows.append({"method": method, "num_refs": k, "baseline": baseline, "preset": preset,
-                                 "metric": metric, **comparison.as_dict()})
+                                 "metric": metric, **comparison})
     return rows
+
+
+def _compare_faces(cell_a: dict, cell_b: dict, metric_names: list[str], seed: int) -> list[tuple[str, dict]]:
+    """(metric, paired difference a - b as a dict) for each metric either cell measured, face by face."""
+    comparisons = []
+    for metric in metric_names:
+        a = [face[metric] for face in cell_a["faces"]]
+        b = [face[metric] for face in cell_b["faces"]]
+        if all(v is None for v in a + b):
+            continue
+        higher = HIGHER_IS_BETTER.get(metric, True)  # identity columns: higher is better
+        comparisons.append((metric, paired_difference(a, b, higher_is_better=higher, seed=seed).as_dict()))
+    return comparisons
 
 
 def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,

@@ -210,11 +210,12 @@ class InstantRestoreModel(torch.nn.Module):
         parts = {"unet.conv_in.": model.unet.conv_in, "vae_skip.": model.vae_skip}
         for prefix, module in parts.items():
             state = {name.removeprefix(prefix): value for name, value in trained.items() if name.startswith(prefix)}
-            if module is None and not state:
+            if module is None:
+                if state:
+                    raise WeightsError(f"{path / TRAINED_NAME}: holds {prefix.rstrip('.')} weights, but the config "
+                                       f"has no vae_skip")
                 continue
             try:
-                if module is None:
-                    raise RuntimeError("the config has no vae_skip")
                 module.load_state_dict(state, strict=True)
             except RuntimeError as err:
                 raise WeightsError(f"{path / TRAINED_NAME}: {prefix.rstrip('.')} does not fit the model "

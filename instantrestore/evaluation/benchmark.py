@@ -396,6 +396,20 @@ def _fmt(value: float | None, ci: float | None, digits: int) -> str:
     return f"{value:.{digits}f} ± {ci:.{digits}f}"
 
 
+def _comparison_section(title: str, explanation: str, columns: list[tuple[str, str]],
+                        rows: list[dict[str, Any]]) -> list[str]:
+    """A results.md table of paired comparisons: the identifying columns, then mean difference and share better."""
+    if not rows:
+        return []
+    lines = [f"## {title}", "", explanation, "",
+             "| " + " | ".join(header for header, _ in columns) + " | Mean difference | Better |",
+             "|" + "---|" * len(columns) + "---:|---:|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[key]) for _, key in columns)
+                     + f" | {_fmt(row['mean_diff'], row['ci95'], 4)} | {row['a_better']:.0%} |")
+    return lines + [""]
+
+
 def results_markdown(results: dict[str, Any], index: DataIndex | None = None) -> str:
     """results.md: the paper-style table per preset and the paired "do references help" rows."""
     identity_columns = [key for key in results["rows"][0] if key.startswith("identity") and not key.endswith("_ci95")]
@@ -426,24 +440,15 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
             lines.append(f"| {row['method']} | {row['num_refs']} | " + " | ".join(cells)
                          + f" | {row['sec_per_face']:.3f} | {rss} |")
         lines.append("")
-    if results["paired"]:
-        lines += ["## Do references help?", "",
-                  "Per-face difference (k references − blind) of the same method on the same faces; "
-                  "'better' is the share of faces that improved.", "",
-                  "| Method | Preset | k | Metric | Mean difference | Better |", "|---|---|---:|---|---:|---:|"]
-        for row in results["paired"]:
-            lines.append(f"| {row['method']} | {row['preset']} | {row['a_num_refs']} | {row['metric']} | "
-                         f"{_fmt(row['mean_diff'], row['ci95'], 4)} | {row['a_better']:.0%} |")
-        lines.append("")
-    if results.get("versus"):
-        lines += ["## Against the reference-free methods", "",
-                  "Per-face difference (method with its most references − baseline) on the same faces; "
-                  "'better' is the share of faces where the method was better.", "",
-                  "| Method | k | Baseline | Preset | Metric | Mean difference | Better |", "|---|---:|---|---|---|---:|---:|"]
-        for row in results["versus"]:
-            lines.append(f"| {row['method']} | {row['num_refs']} | {row['baseline']} | {row['preset']} | {row['metric']} | "
-                         f"{_fmt(row['mean_diff'], row['ci95'], 4)} | {row['a_better']:.0%} |")
-        lines.append("")
+    lines += _comparison_section(
+        "Do references help?", "Per-face difference (k references − blind) of the same method on the same faces; "
+        "'better' is the share of faces that improved.",
+        [("Method", "method"), ("Preset", "preset"), ("k", "a_num_refs"), ("Metric", "metric")], results["paired"])
+    lines += _comparison_section(
+        "Against the reference-free methods", "Per-face difference (method with its most references − baseline) "
+        "on the same faces; 'better' is the share of faces where the method was better.",
+        [("Method", "method"), ("k", "num_refs"), ("Baseline", "baseline"), ("Preset", "preset"), ("Metric", "metric")],
+        results.get("versus", []))
     source = ""
     if index is not None:
         manifest = json.loads((index.root / "manifest.json").read_text())

@@ -25,8 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 COMPACT = REPO / "configs" / "instantrestore_compact.yaml"
 SD_TURBO = REPO / "configs" / "instantrestore_sd_turbo.yaml"
 SIZE = 32
-TINY = [  # the compact recipe at 32 px: 2x VAE, a 16x16 latent, 4 shared layers
-    f"model.face_size={SIZE}",
+TINY = [  # the SD-Turbo recipe's path (VAE, input noise, epsilon, LoRA) on a compact UNet at 32 px:
+    # 2x VAE, a 16x16 latent, 4 shared layers
+    f"model.face_size={SIZE}", "model.codec=vae", "model.input_noise=true", "model.prediction=epsilon",
+    "model.finetune=lora", "model.train_input=false", "model.train_timesteps=[249, 499, 749]",
+    "model.reference_timestep=1", "model.vae_skip=true", "model.unet.in_channels=4", "model.unet.out_channels=4",
     "model.vae={in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [8, 8],"
     " down_block_types: [DownEncoderBlock2D, DownEncoderBlock2D], up_block_types: [UpDecoderBlock2D, UpDecoderBlock2D],"
     " layers_per_block: 1, norm_num_groups: 4}",
@@ -283,3 +286,57 @@ def test_training_step_reaches_lora_through_output_and_attention_map():
     assert unused and all(".attn1.to_k." in name and name.startswith("unet.up_blocks.") for name in unused)
     assert all(p.grad.abs().sum() > 0 for p in model.unet.conv_in.parameters())
     assert not any(p.grad is not None for p in model.reference_unet.parameters())
+
+
+# ----------------------------------------------------------------------------- the compact recipe's path
+PIXEL = [  # the compact recipe as configured (pixels, no noise, residual, full training), shrunk to 32 px
+    f"model.face_size={SIZE}", "model.codec_factor=2", "model.unet.in_channels=12", "model.unet.out_channels=12",
+    "model.unet.block_out_channels=[8, 16, 16]", "model.unet.sample_size=16", "model.unet.norm_num_groups=4",
+    "model.unet.attention_head_dim=2", "model.unet.cross_attention_dim=8", "model.prompt_tokens=3",
+]
+
+
+def pixel_model(*overrides: str) -> InstantRestoreModel:
+    return InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(COMPACT, PIXEL + list(overrides)).model).eval()
+
+
+def test_untrained_compact_restorer_returns_its_input_with_or_without_references():
+    model = pixel_model()
+    assert model.vae is None and model.config.codec == "pixel_unshuffle"
+    degraded = images(2, 0)
+    with torch.no_grad():
+        assert torch.equal(model(degraded), degraded)
+        assert torch.equal(model(degraded, model.encode_references(images(3, 1))), degraded)
+
+
+def test_compact_restorer_trains_whole_and_round_trips(tmp_path):
+    model = pixel_model()
+    trainable = model.trainable_parameters()
+    assert len(trainable) == len(list(model.unet.parameters())) and not any(
+        p.requires_grad for p in model.reference_unet.parameters())
+    with torch.no_grad():
+        for parameter in trainable:  # as if trained: the output is no longer the input
+            parameter.add_(torch.randn(parameter.shape, generator=seeded(parameter.numel())) * 0.05)
+    path = model.save_pretrained(tmp_path / "ckpt")
+    assert (path / "unet" / "config.json").is_file() and not (path / "unet_lora.safetensors").exists()
+    loaded = InstantRestoreModel.from_pretrained(path).eval()
+    kv = model.encode_references(images(2, 1))
+    with torch.no_grad():
+        before, after = model(images(1, 0), kv), loaded(images(1, 0), kv)
+    assert (before - images(1, 0)).abs().max() > 1e-3
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+    # a second stage starts from this checkpoint: its trained UNet becomes the base and the reference branch
+    stage2 = pixel_model(f"model.pretrained={path}")
+    assert all(torch.equal(a, b) for a, b in zip(stage2.reference_unet.state_dict().values(),
+                                                   model.unet.state_dict().values()))
+    with torch.no_grad():
+        torch.testing.assert_close(stage2(images(1, 0)), model(images(1, 0)), atol=1e-5, rtol=0)
+
+
+def test_shared_layers_choose_which_layers_share():
+    model = pixel_model("model.shared_layers=[up_blocks.1]")
+    assert list(model.shared_layers) == ["up_blocks.1.attentions.0.transformer_blocks.0.attn1",
+                                         "up_blocks.1.attentions.1.transformer_blocks.0.attn1"]
+    assert set(model.encode_references(images(1, 1))) == set(model.shared_layers)
+    with pytest.raises(ConfigError, match="matches none"):
+        pixel_model("model.shared_layers=[down_blocks.0]")

@@ -230,17 +230,56 @@ def test_instantrestore_resume_is_bit_identical(tmp_path: Path, instantrestore_c
     assert isinstance(InstantRestoreModel.from_pretrained(final), InstantRestoreModel)
 
 
-def test_prior_pretraining_exports_a_base_the_restorer_loads(tmp_path: Path, instantrestore_config: Path):
-    prior = train_main(str(instantrestore_config), ["recipe=instantrestore_prior", f"out_dir={tmp_path / 'prior'}",
-                                                   "steps=2", "losses.adversarial=0", "losses.landmark=0",
-                                                   "losses.lpips=0", "losses.ms_ssim=0", "ema_decay=0"])
-    rows = _metrics_without_time(tmp_path / "prior")
-    assert len(rows) == 2 and all(float(row["denoise"]) > 0 and float(row["vae_l1"]) > 0 for row in rows)
-    assert (prior / "unet" / "config.json").is_file() and (prior / "vae" / "config.json").is_file()
-    from instantrestore.models.instantrestore import build_base_components
-    from instantrestore.models.config import InstantRestoreConfig
-    config = InstantRestoreConfig.from_yaml(instantrestore_config.with_name("tiny_ir.yaml"),
-                                            [f"model.pretrained={prior}"]).model
-    unet, vae, _ = build_base_components(config)
-    trained = load_file(str(prior / "vae" / "diffusion_pytorch_model.safetensors"))
-    assert all(torch.equal(vae.state_dict()[key], value) for key, value in trained.items())
+
+
+TINY_COMPACT = """model:
+  face_size: 64
+  embed_base: true
+  prompt_encoder: random
+  prompt_tokens: 2
+  codec: pixel_unshuffle
+  codec_factor: 4
+  input_noise: false
+  prediction: residual
+  finetune: full
+  train_timesteps: [249]
+  reference_timestep: 249
+  train_input: true
+  unet: {sample_size: 16, in_channels: 48, out_channels: 48, block_out_channels: [8, 16, 16],
+         down_block_types: [CrossAttnDownBlock2D, CrossAttnDownBlock2D, DownBlock2D],
+         up_block_types: [UpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D], layers_per_block: 1,
+         attention_head_dim: 2, cross_attention_dim: 8, use_linear_projection: true, norm_num_groups: 8}
+"""
+
+
+def test_compact_two_stages_blind_then_cached_references_resume_exactly(tmp_path: Path, tiny_data: Path):
+    (tmp_path / "compact.yaml").write_text(TINY_COMPACT)
+    config = tmp_path / "train.yaml"
+    config.write_text(f"""recipe: instantrestore
+model: {{config: compact.yaml, overrides: {{shared_attention: false}}}}
+data: {{data_dir: {tiny_data}, size: {SIZE}, preset: sr8, num_refs: 0, batch_size: 2, val_samples: 2}}
+out_dir: {tmp_path / 'blind'}
+steps: 2
+ema_decay: 0.0
+reference_dropout: 0.0
+log_every: 1
+val_every: 2
+checkpoint_every: 1
+optim: {{lr_g: 0.001, betas: [0.9, 0.999], grad_clip: 1.0}}
+losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 5.0}}
+""")
+    blind = train_main(str(config), [])
+    stage2 = [f"model.overrides={{pretrained: {blind}}}", "data.num_refs=2", "cache_reference_features=true",
+              "losses.landmark=1.0", "reference_dropout=0.3", "steps=3"]
+    straight = train_main(str(config), stage2 + [f"out_dir={tmp_path / 'refs'}"])
+    train_main(str(config), stage2 + [f"out_dir={tmp_path / 'resumed'}", "steps=1"])
+    train_main(str(config), stage2 + [f"out_dir={tmp_path / 'resumed'}"])
+    a, b = (load_file(str(tmp_path / run / "checkpoint" / "generator.safetensors")) for run in ("refs", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    rows = _metrics_without_time(tmp_path / "refs")
+    assert any(row.get("landmark") for row in rows)
+    from instantrestore.models.instantrestore import InstantRestoreModel
+    model = InstantRestoreModel.from_pretrained(straight)
+    blind_unet = InstantRestoreModel.from_pretrained(blind).unet.state_dict()
+    assert all(torch.equal(value, blind_unet[key]) for key, value in model.reference_unet.state_dict().items())
+    assert any(not torch.equal(value, blind_unet[key]) for key, value in model.unet.state_dict().items())

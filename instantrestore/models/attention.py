@@ -15,24 +15,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-
-def up_block_self_attention_layers(unet: torch.nn.Module) -> list[str]:
-    """Names of the self-attention (attn1) layers of the UNet's up-blocks: the layers that share attention."""
-    return [name.removesuffix(".processor") for name in unet.attn_processors
-            if name.startswith("up_blocks.") and name.endswith(".attn1.processor")]
+from instantrestore.errors import ConfigError
 
 
-def install_processors(unet: torch.nn.Module, make_processor: Callable[[str], object]) -> dict[str, object]:
-    """Put `make_processor(layer)` on every up-block attn1 layer; other layers keep their processor."""
+def up_block_self_attention_layers(unet: torch.nn.Module, prefixes: Sequence[str] | None = None) -> list[str]:
+    """Names of the self-attention (attn1) layers of the UNet's up-blocks: the layers that share attention.
+    `prefixes` keeps only the layers whose name starts with one of them (None: all)."""
+    layers = [name.removesuffix(".processor") for name in unet.attn_processors
+              if name.startswith("up_blocks.") and name.endswith(".attn1.processor")]
+    if prefixes is None:
+        return layers
+    chosen = [layer for layer in layers if any(layer.startswith(prefix) for prefix in prefixes)]
+    if not chosen:
+        raise ConfigError(f"model.shared_layers {list(prefixes)} matches none of {layers}")
+    return chosen
+
+
+def install_processors(unet: torch.nn.Module, make_processor: Callable[[str], object],
+                       prefixes: Sequence[str] | None = None) -> dict[str, object]:
+    """Put `make_processor(layer)` on the up-block attn1 layers (those matching `prefixes`, default all);
+    other layers keep their processor."""
     processors = dict(unet.attn_processors)
     installed = {}
-    for layer in up_block_self_attention_layers(unet):
+    for layer in up_block_self_attention_layers(unet, prefixes):
         installed[layer] = processors[f"{layer}.processor"] = make_processor(layer)
     unet.set_attn_processor(processors)  # diffusers wants one entry per attention layer
     return installed

@@ -58,8 +58,19 @@ class ModelConfig:
     num_refs:        references per face in training (and the most a restorer is trained for).
     vae_skip:        zero-initialised 1x1 convolutions carry the restoring VAE encoder's features of the
                      degraded face to its decoder at every resolution (as pix2pix-turbo's single-step
-                     model does). The authors' recipe has none; a compact VAE trained in minutes needs
-                     them, as its 48x-compressed latent alone cannot hold the face's detail.
+                     model does). The authors' recipe has none.
+    codec:           how faces become the UNet's input and back: "vae" (AutoencoderKL, SD's latent) or
+                     "pixel_unshuffle" (lossless space-to-depth by `codec_factor`, no weights; as DeepFloyd
+                     IF's super-resolution UNets run on pixels), for a compact scale without a bottleneck.
+    input_noise:     noise the input at its timestep and the references at reference_timestep (SD-Turbo's
+                     setting); False feeds them clean, and the timestep only conditions the UNet.
+    prediction:      "epsilon": the UNet predicts noise, turned into x0 by the scheduler; "residual":
+                     x0 = input + UNet output, with the output convolution of a freshly built UNet
+                     zero-initialised, so an untrained restorer returns its input.
+    finetune:        "lora" (LoRA on UNet and VAE, the authors' choice on a strong pretrained base) or
+                     "full" (the whole restoring UNet is trained; the base only seeds it).
+    shared_layers:   name prefixes of the up-block self-attention layers that share attention
+                     (e.g. ["up_blocks.1"]); None = all of them.
     """
 
     face_size: int = 512
@@ -89,12 +100,27 @@ class ModelConfig:
     vae_lora_targets: list[str] = field(default_factory=lambda: list(VAE_LORA_TARGETS))
     train_conv_in: bool = True
     vae_skip: bool = False
+    codec: str = "vae"
+    codec_factor: int = 8
+    input_noise: bool = True
+    prediction: str = "epsilon"
+    finetune: str = "lora"
+    shared_layers: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_encoder not in ("clip", "random"):
             raise ConfigError(f"model.prompt_encoder must be 'clip' or 'random', not {self.prompt_encoder!r}")
-        if self.pretrained is None and not (self.unet and self.vae):
-            raise ConfigError("model: give either `pretrained` or both `unet` and `vae` architecture settings")
+        for name, value, choices in (("codec", self.codec, ("vae", "pixel_unshuffle")),
+                                     ("prediction", self.prediction, ("epsilon", "residual")),
+                                     ("finetune", self.finetune, ("lora", "full"))):
+            if value not in choices:
+                raise ConfigError(f"model.{name} must be one of {', '.join(choices)}, not {value!r}")
+        needs_vae = self.codec == "vae"
+        if self.pretrained is None and not (self.unet and (self.vae or not needs_vae)):
+            raise ConfigError("model: give either `pretrained` or the `unet` (and, with codec vae, `vae`) "
+                              "architecture settings")
+        if self.vae_skip and not needs_vae:
+            raise ConfigError("model.vae_skip needs codec vae")
         if self.pretrained is None and self.prompt_encoder == "clip":
             raise ConfigError("model.prompt_encoder 'clip' needs `pretrained` (a directory with text_encoder/)")
         if self.freeu is not None and len(self.freeu) != 4:

@@ -4,16 +4,19 @@
                                                     ^ up-block self-attention also attends to
     references --frozen VAE enc--> noise t=1 --> frozen UNet --> keys/values of the same 9 layers
 
-One class at both scales: `configs/instantrestore_sd_turbo.yaml` (stabilityai/sd-turbo UNet, the
+One class at both scales: `configs/instantrestore_sd_turbo.yaml` (stabilityai/sd-turbo UNet with LoRA, the
 sd-vae-ft-mse VAE, the fixed CLIP prompt, 512 px) and `configs/instantrestore_compact.yaml` (a small
-UNet2DConditionModel and AutoencoderKL built from the config, a fixed random prompt embedding, 256 px).
+UNet2DConditionModel trained whole on pixels: lossless space-to-depth in place of the VAE, no input
+noise, a residual x0 from a zero-initialised output layer; a fixed random prompt embedding, 256 px).
 
 Checkpoint directory (`save_pretrained`):
     config.json              {"restorer": "instantrestore", "model": ModelConfig}
     unet_lora.safetensors    LoRA of the restoring UNet (diffusers `save_lora_adapter`, LoraConfig in metadata)
-    vae_lora.safetensors     LoRA of its VAE
-    trained.safetensors      the fully trained UNet conv_in, the VAE skip convolutions (with `vae_skip`)
-                             and the stored prompt embedding
+    unet/                    or, with `finetune: full`, the whole restoring UNet (a diffusers folder, so a
+                             later training stage can name this checkpoint as its `pretrained` base)
+    vae_lora.safetensors     LoRA of its VAE (codec vae)
+    trained.safetensors      the fully trained UNet conv_in (LoRA), the VAE skip convolutions (with
+                             `vae_skip`) and the stored prompt embedding
     base/unet, base/vae      the base weights, only with `embed_base` (compact); otherwise `pretrained` names them
 The reference branch is rebuilt from the base weights: it is never trained.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 from peft import LoraConfig
@@ -47,6 +51,7 @@ CONFIG_NAME = "config.json"
 UNET_LORA_NAME = "unet_lora.safetensors"
 VAE_LORA_NAME = "vae_lora.safetensors"
 TRAINED_NAME = "trained.safetensors"
+RESTORING_UNET = "unet"  # the whole restoring UNet, with `finetune: full`
 EMBEDDED_BASE = "base"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -89,11 +94,10 @@ def _resolve(name: str | None, root: Path | None) -> str | None:
 
 
 def build_base_components(config: ModelConfig, root: Path | None = None, with_prompt: bool = True
-                          ) -> tuple[UNet2DConditionModel, AutoencoderKL, torch.Tensor | None]:
+                          ) -> tuple[UNet2DConditionModel, AutoencoderKL | None, torch.Tensor | None]:
     """The pretrained UNet, VAE and prompt embedding (random compact ones when `pretrained` is None).
-
-    This is also what a compact denoising pre-training ("prior") starts from; save its result as
-    `DIR/unet` and `DIR/vae` with `save_pretrained` and build the restorer with `model.pretrained=DIR`.
+    The VAE is None with the weightless pixel_unshuffle codec. A fresh UNet predicting residuals gets a
+    zero output convolution, so the restorer starts as the identity.
     """
     pretrained = _resolve(config.pretrained, root)
     vae_pretrained = _resolve(config.vae_pretrained, root)
@@ -102,13 +106,18 @@ def build_base_components(config: ModelConfig, root: Path | None = None, with_pr
             torch.manual_seed(config.init_seed)
             try:
                 unet = UNet2DConditionModel(**config.unet)
-                vae = AutoencoderKL(**config.vae)
+                vae = AutoencoderKL(**config.vae) if config.codec == "vae" else None
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"model.unet / model.vae: {_first_line(err)}") from None
+        if config.prediction == "residual":
+            torch.nn.init.zeros_(unet.conv_out.weight)
+            torch.nn.init.zeros_(unet.conv_out.bias)
     else:
         unet = _from_pretrained(UNet2DConditionModel, pretrained, "unet")
         vae = None
-    if vae_pretrained is not None:
+    if config.codec != "vae":
+        vae = None
+    elif vae_pretrained is not None:
         vae = _from_pretrained(AutoencoderKL, vae_pretrained, None)
     elif vae is None:
         vae = _from_pretrained(AutoencoderKL, pretrained, "vae")
@@ -140,15 +149,17 @@ class InstantRestoreModel(torch.nn.Module):
 
     Args:
         config:        the ModelConfig it is built from (saved with it).
-        unet, vae:     the pretrained (base) components, without adapters. Frozen copies become the
-                       reference branch; the originals get LoRA and become the restoring branch.
+        unet, vae:     the pretrained (base) components, without adapters (vae None with the pixel codec).
+                       Frozen copies become the reference branch; the originals become the restoring
+                       branch, with LoRA (`finetune: lora`) or trained whole (`finetune: full`).
         prompt_embeds: (1, tokens, cross_attention_dim) fixed prompt embedding for both UNets.
 
-    Trainable (`trainable_parameters`): UNet LoRA, the whole UNet conv_in, VAE LoRA. Frozen: every base
-    weight, and the whole reference branch (`reference_unet`, `reference_vae`).
+    Trainable (`trainable_parameters`): UNet LoRA, the whole UNet conv_in, VAE LoRA (or, with
+    `finetune: full`, the whole restoring UNet). Frozen: the whole reference branch (`reference_unet`,
+    `reference_vae`).
     """
 
-    def __init__(self, config: ModelConfig, unet: UNet2DConditionModel, vae: AutoencoderKL,
+    def __init__(self, config: ModelConfig, unet: UNet2DConditionModel, vae: AutoencoderKL | None,
                  prompt_embeds: torch.Tensor) -> None:
         super().__init__()
         self.config = config
@@ -157,16 +168,18 @@ class InstantRestoreModel(torch.nn.Module):
 
         # frozen reference branch: the pretrained UNet and VAE as they are
         self.reference_unet = copy.deepcopy(unet).requires_grad_(False).eval()
-        self.reference_vae = copy.deepcopy(vae).requires_grad_(False).eval()
+        self.reference_vae = None if vae is None else copy.deepcopy(vae).requires_grad_(False).eval()
 
-        # restoring branch: LoRA on attention, convs and feed-forward; conv_in trained whole
-        unet.requires_grad_(False)
-        vae.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=config.unet_lora_rank, lora_alpha=config.unet_lora_alpha,
-                                    init_lora_weights="gaussian", target_modules=config.unet_lora_targets))
-        vae.add_adapter(LoraConfig(r=config.vae_lora_rank, lora_alpha=config.vae_lora_alpha,
-                                   init_lora_weights="gaussian", target_modules=config.vae_lora_targets))
-        unet.conv_in.requires_grad_(config.train_conv_in)
+        # restoring branch: LoRA on attention, convs and feed-forward, conv_in trained whole; or all of it
+        unet.requires_grad_(config.finetune == "full")
+        if config.finetune == "lora":
+            unet.add_adapter(LoraConfig(r=config.unet_lora_rank, lora_alpha=config.unet_lora_alpha,
+                                        init_lora_weights="gaussian", target_modules=config.unet_lora_targets))
+            unet.conv_in.requires_grad_(config.train_conv_in)
+        if vae is not None:
+            vae.requires_grad_(False)
+            vae.add_adapter(LoraConfig(r=config.vae_lora_rank, lora_alpha=config.vae_lora_alpha,
+                                       init_lora_weights="gaussian", target_modules=config.vae_lora_targets))
         self.unet, self.vae = unet, vae
         self.vae_skip = VAESkipConnections(vae) if config.vae_skip else None
         if config.freeu is not None:
@@ -177,9 +190,10 @@ class InstantRestoreModel(torch.nn.Module):
         self.store = ReferenceStore()
         self.shared_layers: dict[str, SharedAttnProcessor] = {}
         if config.shared_attention:
-            install_processors(self.reference_unet, lambda layer: ReferenceRecordProcessor(self.store, layer))
+            install_processors(self.reference_unet, lambda layer: ReferenceRecordProcessor(self.store, layer),
+                               config.shared_layers)
             self.shared_layers = install_processors(self.unet, lambda layer: SharedAttnProcessor(
-                self.store, layer, train_input=config.train_input, adain=config.adain))
+                self.store, layer, train_input=config.train_input, adain=config.adain), config.shared_layers)
         self._fingerprint: str | None = None
 
     # ----------------------------------------------------------------- construction and saving
@@ -205,15 +219,24 @@ class InstantRestoreModel(torch.nn.Module):
         if "prompt_embeds" not in trained:
             raise WeightsError(f"{path / TRAINED_NAME}: no prompt_embeds tensor")
         model = cls(config, unet, vae, trained.pop("prompt_embeds"))
-        _load_adapter(model.unet, path / UNET_LORA_NAME)
-        _load_adapter(model.vae, path / VAE_LORA_NAME)
-        parts = {"unet.conv_in.": model.unet.conv_in, "vae_skip.": model.vae_skip}
+        if config.finetune == "lora":
+            _load_adapter(model.unet, path / UNET_LORA_NAME)
+        else:
+            restoring_unet = _from_pretrained(UNet2DConditionModel, str(path), RESTORING_UNET)
+            try:
+                model.unet.load_state_dict(restoring_unet.state_dict(), strict=True)
+            except RuntimeError as err:
+                raise WeightsError(f"{path / RESTORING_UNET}: does not fit the model ({_first_line(err)})") from None
+        if model.vae is not None:
+            _load_adapter(model.vae, path / VAE_LORA_NAME)
+        parts = {"unet.conv_in.": model.unet.conv_in if config.finetune == "lora" else None,
+                 "vae_skip.": model.vae_skip}
         for prefix, module in parts.items():
             state = {name.removeprefix(prefix): value for name, value in trained.items() if name.startswith(prefix)}
             if module is None:
                 if state:
-                    raise WeightsError(f"{path / TRAINED_NAME}: holds {prefix.rstrip('.')} weights, but the config "
-                                       f"has no vae_skip")
+                    raise WeightsError(f"{path / TRAINED_NAME}: holds {prefix.rstrip('.')} weights, which this "
+                                       f"model config does not have")
                 continue
             try:
                 module.load_state_dict(state, strict=True)
@@ -228,13 +251,19 @@ class InstantRestoreModel(torch.nn.Module):
         config = self.config
         if config.embed_base:
             self.reference_unet.save_pretrained(path / EMBEDDED_BASE / "unet")
-            self.reference_vae.save_pretrained(path / EMBEDDED_BASE / "vae")
+            if self.reference_vae is not None:
+                self.reference_vae.save_pretrained(path / EMBEDDED_BASE / "vae")
             config = dataclasses.replace(config, pretrained=EMBEDDED_BASE, vae_pretrained=None)
         config_json = {"restorer": "instantrestore", "model": dataclasses.asdict(config)}
         (path / CONFIG_NAME).write_text(json.dumps(config_json, indent=2), encoding="utf-8")
-        self.unet.save_lora_adapter(path, weight_name=UNET_LORA_NAME)
-        self.vae.save_lora_adapter(path, weight_name=VAE_LORA_NAME)
-        trained = {f"unet.conv_in.{name}": value for name, value in self.unet.conv_in.state_dict().items()}
+        trained = {}
+        if config.finetune == "lora":
+            self.unet.save_lora_adapter(path, weight_name=UNET_LORA_NAME)
+            trained.update({f"unet.conv_in.{name}": value for name, value in self.unet.conv_in.state_dict().items()})
+        else:  # a diffusers folder, so a later stage can start from it as `pretrained`
+            self.unet.save_pretrained(path / RESTORING_UNET)
+        if self.vae is not None:
+            self.vae.save_lora_adapter(path, weight_name=VAE_LORA_NAME)
         if self.vae_skip is not None:
             trained.update({f"vae_skip.{name}": value for name, value in self.vae_skip.state_dict().items()})
         trained["prompt_embeds"] = self.prompt_embeds
@@ -245,28 +274,34 @@ class InstantRestoreModel(torch.nn.Module):
         """Training mode for the restoring branch; the reference branch stays in eval mode."""
         super().train(mode)
         self.reference_unet.eval()
-        self.reference_vae.eval()
+        if self.reference_vae is not None:
+            self.reference_vae.eval()
         return self
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        skip = self.vae_skip.parameters() if self.vae_skip is not None else ()
-        return [p for p in [*self.unet.parameters(), *self.vae.parameters(), *skip] if p.requires_grad]
+        parts = [module for module in (self.unet, self.vae, self.vae_skip) if module is not None]
+        return [p for module in parts for p in module.parameters() if p.requires_grad]
 
     def fuse_lora(self) -> "InstantRestoreModel":
         """Merge the LoRA weights into the base layers for inference: same output, no adapter branch to
         run. The adapters are kept, so `save_pretrained` still writes them; do not train afterwards."""
-        self.unet.fuse_lora()
-        self.vae.fuse_lora()
+        if self.config.finetune == "lora":
+            self.unet.fuse_lora()
+        if self.vae is not None:
+            self.vae.fuse_lora()
         return self
 
     def reference_fingerprint(self) -> str:
         """sha256 of what reference K/V depend on: the reference branch, prompt and reference noise level."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps([self.config.reference_timestep, self.config.freeu,
-                                                self.config.shared_attention]).encode())
+            config = self.config
+            digest = hashlib.sha256(json.dumps([config.reference_timestep, config.freeu, config.shared_attention,
+                                                config.codec, config.codec_factor, config.input_noise,
+                                                config.shared_layers]).encode())
+            reference_vae = self.reference_vae.state_dict() if self.reference_vae is not None else {}
             tensors = {"prompt_embeds": self.prompt_embeds,
                        **{f"unet.{k}": v for k, v in self.reference_unet.state_dict().items()},
-                       **{f"vae.{k}": v for k, v in self.reference_vae.state_dict().items()}}
+                       **{f"vae.{k}": v for k, v in reference_vae.items()}}
             for name in sorted(tensors):
                 digest.update(name.encode())
                 digest.update(tensors[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -274,9 +309,17 @@ class InstantRestoreModel(torch.nn.Module):
         return self._fingerprint
 
     # ----------------------------------------------------------------- the method
-    @property
-    def scaling_factor(self) -> float:
-        return self.vae.config.scaling_factor
+    def encode(self, images: torch.Tensor, vae: AutoencoderKL | None, generator: torch.Generator | None
+               ) -> torch.Tensor:
+        """Faces in [-1, 1] -> the UNet's input space: a scaled VAE latent sample, or the pixels space-to-depth."""
+        if self.config.codec == "pixel_unshuffle":
+            return F.pixel_unshuffle(images, self.config.codec_factor)
+        return vae.encode(images).latent_dist.sample(generator) * vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.config.codec == "pixel_unshuffle":
+            return F.pixel_shuffle(latents, self.config.codec_factor)
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
 
     @torch.no_grad()
     def encode_references(self, references: torch.Tensor, generator: torch.Generator | None = None
@@ -290,12 +333,13 @@ class InstantRestoreModel(torch.nn.Module):
             references = references[None]
         batch_size, num_refs = references.shape[:2]
         flat = references.flatten(0, 1).to(self.prompt_embeds.dtype)
-        latents = self.reference_vae.encode(flat).latent_dist.sample(generator) * self.scaling_factor
+        latents = self.encode(flat, self.reference_vae, generator)
         timesteps = torch.full((latents.shape[0],), self.config.reference_timestep, device=latents.device)
-        noisy = self._add_noise(latents, timesteps, generator)
+        if self.config.input_noise:
+            latents = self._add_noise(latents, timesteps, generator)
         self.store.recorded.clear()
         try:
-            self.reference_unet(noisy, timesteps, encoder_hidden_states=self._prompt(latents.shape[0]))
+            self.reference_unet(latents, timesteps, encoder_hidden_states=self._prompt(latents.shape[0]))
             return {layer: kv.unflatten(1, (batch_size, num_refs)) for layer, kv in self.store.recorded.items()}
         finally:
             self.store.recorded.clear()
@@ -316,19 +360,22 @@ class InstantRestoreModel(torch.nn.Module):
         batch_size = degraded.shape[0]
         timesteps = self._timesteps(timestep, batch_size, degraded.device, generator)
         with self._skipping():
-            # encode and noise the degraded face
-            latents = self.vae.encode(degraded).latent_dist.sample(generator) * self.scaling_factor
-            noisy = self._add_noise(latents, timesteps, generator)
+            # encode (and noise) the degraded face
+            latents = self.encode(degraded, self.vae, generator)
+            noisy = self._add_noise(latents, timesteps, generator) if self.config.input_noise else latents
 
             # one UNet step, sharing attention with the references
             with self._sharing(reference_kv, reference_mask, capture_attention_layer, degraded.device) as capture_layer:
                 noise_pred = self.unet(noisy, timesteps, encoder_hidden_states=self._prompt(batch_size)).sample
                 captured = capture_layer.captured if capture_layer is not None else None
 
-            # predicted noise -> clean latent -> image (plus the encoder's skips, with vae_skip)
-            alphas = self.scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
-            clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
-            restored = self.vae.decode(clean / self.scaling_factor).sample
+            # prediction -> clean latent -> image (plus the encoder's skips, with vae_skip)
+            if self.config.prediction == "residual":
+                clean = latents + noise_pred
+            else:
+                alphas = self.scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
+                clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
+            restored = self.decode(clean)
         return restored if capture_attention_layer is None else (restored, captured)
 
     # ----------------------------------------------------------------- pieces of forward

@@ -1,6 +1,6 @@
 """Training configuration: typed dataclasses read from YAML, changed by `dotted.key=value` overrides.
 
-    recipe: gfpgan | instantrestore | instantrestore_prior (denoising pre-training of a compact base)
+    recipe: gfpgan | instantrestore
     model:  {config: <architecture YAML, relative to this file>, overrides: {key: value}}
     data:   where the prepared faces are and how batches are drawn
     optim:  optimisers
@@ -24,7 +24,7 @@ import yaml
 
 from instantrestore.errors import ConfigError
 
-RECIPES = ("gfpgan", "instantrestore", "instantrestore_prior")
+RECIPES = ("gfpgan", "instantrestore")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -69,10 +69,9 @@ class LossConfig:
     identity: float = 0.0          # 1 - ArcFace cosine, only with an ArcFace ONNX file
     identity_weights: str | None = None
     landmark: float = 0.0          # landmark attention loss (InstantRestore: 5000)
-    # where the landmark attention loss reads its map: one up-block attn1 layer, queries of the
-    # target against the keys of reference number `landmark_reference`
-    landmark_layer: str = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
-    landmark_reference: int = 0
+    # where the landmark attention loss reads its map: one shared attn1 layer (None: one drawn per step,
+    # as the authors draw it), queries of the target against the keys of one reference drawn per sample
+    landmark_layer: str | None = None
 
 
 @dataclass
@@ -88,6 +87,10 @@ class TrainConfig:
     mixed_precision: str = "no"
     ema_decay: float = 0.999       # EMA of the generator's weights; 0 = no EMA (export the raw weights)
     reference_dropout: float = 0.1  # probability of restoring a sample without references (InstantRestore)
+    # keep each training photo's reference keys/values once computed (InstantRestore): exact when the
+    # reference branch is frozen and noise-free (model.input_noise false), and then references cost
+    # one encoding per photo per run instead of one per use
+    cache_reference_features: bool = False
     log_every: int = 10
     val_every: int = 500
     checkpoint_every: int = 500

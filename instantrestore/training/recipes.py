@@ -170,14 +170,15 @@ class InstantRestoreRecipe(Recipe):
     """InstantRestore: a single-step diffusion restorer reading reference K/V through shared attention.
 
     Losses (paper): LPIPS 5, 1 - MS-SSIM 1, identity 1, adversarial 0.5, landmark attention 5000;
-    LPIPS and identity only where their weights are on disk, LPIPS then replaced by
-    `losses.lpips_fallback_l1` (say so in the config). The paper's discriminator (vision-aided, DINOv2)
-    needs hub weights; the StyleGAN2 discriminator of the GFP-GAN recipe stands in. References are
-    dropped with probability `reference_dropout` so one model also restores blind.
+    LPIPS only where its weights are on disk, else replaced by `losses.lpips_fallback_l1` (say so in the
+    config). The paper's discriminator (vision-aided, DINOv2) needs hub weights; the StyleGAN2
+    discriminator of the GFP-GAN recipe stands in. References are dropped with probability
+    `reference_dropout` so one model also restores blind.
 
-    The architecture comes from the model YAML's `model` section; its `loss` section names the layer
-    and reference the landmark loss reads (`landmark_layer`, `landmark_reference`). Loss weights and
-    the optimisation recipe come from the training config only.
+    The landmark attention loss reads one shared layer (`losses.landmark_layer`, or one drawn per step)
+    and, per sample, one reference drawn among those whose landmarks, like the target's, are reliable.
+    The architecture comes from the model YAML's `model` section; loss weights and the optimisation
+    recipe from the training config only.
     """
 
     name = "instantrestore"
@@ -191,6 +192,12 @@ class InstantRestoreRecipe(Recipe):
         if self.model_config.model.face_size != config.data.size:
             raise ConfigError(f"{config.config_path}: data.size {config.data.size} differs from the model's "
                               f"face_size {self.model_config.model.face_size}")
+        self.reference_features = None
+        if config.cache_reference_features:
+            if self.model_config.model.input_noise:
+                raise ConfigError(f"{config.config_path}: cache_reference_features needs a noise-free reference "
+                                  f"branch (model.input_noise: false)")
+            self.reference_features = TrainingReferenceFeatures()
 
     def build_generator(self) -> nn.Module:
         from instantrestore.models.instantrestore import InstantRestoreModel
@@ -205,24 +212,38 @@ class InstantRestoreRecipe(Recipe):
         model = extract_model_from_parallel(generator)
         reference_mask = drop_references(batch["reference_mask"], self.config.reference_dropout, rng)
         # the reference branch is frozen: its keys/values carry no gradient
-        reference_kv = model.encode_references(batch["references"] * 2 - 1, generator=rng)
-        layer = weights.landmark_layer if weights.landmark > 0 else None
+        if self.reference_features is not None:
+            reference_kv = self.reference_features(model, batch)
+        else:
+            reference_kv = model.encode_references(batch["references"] * 2 - 1, generator=rng)
+        layer = None
+        if weights.landmark > 0 and model.shared_layers:
+            layers = list(model.shared_layers)
+            layer = weights.landmark_layer or layers[int(torch.randint(len(layers), (), generator=rng, device=rng.device))]
         result = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv, reference_mask=reference_mask,
                            generator=rng, capture_attention_layer=layer)
         output, captured = result if layer is not None else (result, None)
         output01 = (output + 1) / 2
         total, logs = self.quality_terms(output01, batch["target"])
-        if captured is not None:
-            k = weights.landmark_reference
-            attention = captured.reference(k).mean(1)[:, None]                # (B, 1, Nq, N), heads averaged
-            term = losses.landmark_attention_loss(attention.float(), batch["target_landmarks"],
-                                                  batch["reference_landmarks"][:, k:k + 1], captured.side,
-                                                  self.config.data.size, reference_mask=reference_mask[:, k:k + 1])
+        if captured is not None and captured.num_refs > 0:
+            term = self.landmark_term(captured, batch, reference_mask, rng)
             total = total + weights.landmark * term
             logs["landmark"] = term.item()
         adversarial, adversarial_logs = self.adversarial_term(discriminator, output)
         logs.update(adversarial_logs)
         return GeneratorStep(loss=total + adversarial, fake=output, real=batch["target"] * 2 - 1, logs=logs)
+
+    def landmark_term(self, captured, batch: dict[str, Any], reference_mask: torch.Tensor,
+                      rng: torch.Generator) -> torch.Tensor:
+        """Landmark attention loss against one usable reference per sample; samples without one weigh 0."""
+        usable = reference_mask & batch["reference_landmarks_valid"] & batch["target_landmarks_valid"][:, None]
+        draw = torch.rand(usable.shape, generator=rng, device=rng.device).to(usable.device)
+        chosen = draw.masked_fill(~usable, -1.0).argmax(dim=1)                       # (B,)
+        rows = torch.arange(usable.shape[0], device=usable.device)
+        attention = captured.references().mean(1)[rows, :, chosen]                  # (B, Nq, N), heads averaged
+        return losses.landmark_attention_loss(
+            attention[:, None].float(), batch["target_landmarks"], batch["reference_landmarks"][rows, chosen][:, None],
+            captured.side, self.config.data.size, reference_mask=usable.any(dim=1)[:, None])
 
     def restore(self, generator, batch) -> torch.Tensor:
         seeded = torch.Generator(device=batch["degraded"].device).manual_seed(0)
@@ -235,78 +256,39 @@ class InstantRestoreRecipe(Recipe):
         return generator.save_pretrained(out_dir)
 
 
-class CompactPrior(nn.Module):
-    """The base UNet and VAE of a compact InstantRestore, trained here because no pretrained ones exist at
-    this size. `model.pretrained` of the restorer then points at the exported folder (`unet/`, `vae/`)."""
+class TrainingReferenceFeatures:
+    """The reference keys/values of training photos, each computed once per run (`cache_reference_features`).
 
-    def __init__(self, unet: nn.Module, vae: nn.Module, prompt_embeds: torch.Tensor, scheduler_config: dict) -> None:
-        super().__init__()
-        from diffusers import DDPMScheduler
+    Kept per (person, photo) in fp16 (about 0.7 MB a photo at compact scale), so after the first epoch a
+    step's four references cost a lookup instead of four passes through the reference branch.
+    """
 
-        self.unet, self.vae = unet, vae
-        self.register_buffer("prompt_embeds", prompt_embeds)
-        self.scheduler = DDPMScheduler(**scheduler_config)
+    def __init__(self) -> None:
+        self.features: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
-    def forward(self, faces: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Faces in [-1, 1] -> (reconstruction, VAE KL, denoising MSE of the UNet on the clean latents)."""
-        posterior = self.vae.encode(faces).latent_dist
-        latents = posterior.sample(rng)
-        reconstruction = self.vae.decode(latents).sample
-        # the UNet learns to denoise the (detached) latents under the fixed prompt, as SD's UNet does
-        scaled = latents.detach() * self.vae.config.scaling_factor
-        noise = torch.randn(scaled.shape, generator=rng, device=rng.device).to(scaled.device)
-        timesteps = torch.randint(self.scheduler.config.num_train_timesteps, (faces.shape[0],), generator=rng,
-                                  device=rng.device).to(faces.device)
-        noisy = self.scheduler.add_noise(scaled, noise, timesteps)
-        prompt = self.prompt_embeds.expand(faces.shape[0], -1, -1)
-        noise_pred = self.unet(noisy, timesteps, encoder_hidden_states=prompt).sample
-        return reconstruction, posterior.kl().mean(), (noise_pred - noise).pow(2).mean()
-
-
-class InstantRestorePriorRecipe(Recipe):
-    """Denoising pre-training of the compact InstantRestore base (the "prior"): the VAE learns to
-    reconstruct faces (L1 + 1 - MS-SSIM + 1e-6 KL, as SD's autoencoder) and the UNet to predict the noise
-    on their latents. Trains on the clean targets only; validation images show VAE reconstructions.
-    Export: `unet/` and `vae/` (diffusers folders) for `model.pretrained` of the restorer."""
-
-    name = "instantrestore_prior"
-    KL_WEIGHT = 1e-6
-
-    def __init__(self, config: TrainConfig) -> None:
-        super().__init__(config)
-        from instantrestore.models.config import InstantRestoreConfig
-
-        overrides = [f"model.{key}={json.dumps(value)}" for key, value in config.model.overrides.items()]
-        self.model_config = InstantRestoreConfig.from_yaml(config.model_config_path(), overrides).model
-        if self.model_config.pretrained is not None or self.model_config.prompt_encoder != "random":
-            raise ConfigError(f"{config.config_path}: the prior is for compact models built from scratch "
-                              f"(model.pretrained: null, prompt_encoder: random)")
-
-    def build_generator(self) -> nn.Module:
-        from instantrestore.models.instantrestore import build_base_components
-
-        unet, vae, prompt_embeds = build_base_components(self.model_config)
-        return CompactPrior(unet, vae, prompt_embeds, self.model_config.scheduler)
-
-    def generator_step(self, generator, discriminator, batch, step, rng) -> GeneratorStep:
-        target = batch["target"] * 2 - 1
-        reconstruction, kl, denoising = generator(target, rng)
-        reconstruction01 = (reconstruction + 1) / 2
-        l1 = losses.l1_loss(reconstruction01, batch["target"])
-        structure = losses.ms_ssim_loss(reconstruction01, batch["target"])
-        total = l1 + structure + self.KL_WEIGHT * kl + denoising
-        logs = {"vae_l1": l1.item(), "vae_ms_ssim": structure.item(), "vae_kl": kl.item(), "denoise": denoising.item()}
-        return GeneratorStep(loss=total, fake=reconstruction, real=target, logs=logs)
-
-    def restore(self, generator, batch) -> torch.Tensor:
-        latents = generator.vae.encode(batch["target"] * 2 - 1).latent_dist.mode()
-        return ((generator.vae.decode(latents).sample + 1) / 2).clamp(0, 1)
-
-    def save_pretrained(self, generator, out_dir) -> Path:
-        out_dir = Path(out_dir)
-        generator.unet.save_pretrained(out_dir / "unet")
-        generator.vae.save_pretrained(out_dir / "vae")
-        return out_dir
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """layer -> (2, B, K, N, C) for the batch's references; zeros in padded slots."""
+        references, present = batch["references"], batch["reference_mask"]
+        batch_size, num_refs = present.shape
+        keys = [[(batch["person"][b], batch["reference_names"][k][b]) for k in range(num_refs)]
+                for b in range(batch_size)]
+        missing = {keys[b][k]: references[b, k] for b in range(batch_size) for k in range(num_refs)
+                   if present[b, k] and keys[b][k] not in self.features}
+        if missing:
+            encoded = model.encode_references(torch.stack(list(missing.values())) * 2 - 1)  # (2, 1, M, N, C)
+            for index, key in enumerate(missing):
+                self.features[key] = {layer: kv[:, 0, index].to(torch.float16).clone() for layer, kv in encoded.items()}
+        stacked = {}
+        for layer in model.shared_layers:
+            example = next(self.features[keys[b][k]][layer] for b in range(batch_size) for k in range(num_refs)
+                           if present[b, k]) if present.any() else None
+            if example is None:
+                return {}
+            slots = [[self.features[keys[b][k]][layer] if present[b, k] else torch.zeros_like(example)
+                      for k in range(num_refs)] for b in range(batch_size)]
+            stacked[layer] = torch.stack([torch.stack(row, dim=1) for row in slots], dim=1).float()
+        return stacked
 
 
 def drop_references(reference_mask: torch.Tensor, probability: float, rng: torch.Generator) -> torch.Tensor:
@@ -328,8 +310,7 @@ def load_yaml_section(path: str | os.PathLike, section: str) -> dict[str, Any]:
     return dict(values[section])
 
 
-RECIPES: dict[str, type[Recipe]] = {"gfpgan": GFPGANRecipe, "instantrestore": InstantRestoreRecipe,
-                                     "instantrestore_prior": InstantRestorePriorRecipe}
+RECIPES: dict[str, type[Recipe]] = {"gfpgan": GFPGANRecipe, "instantrestore": InstantRestoreRecipe}
 
 
 def build_recipe(config: TrainConfig) -> Recipe:

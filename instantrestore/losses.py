@@ -2,8 +2,9 @@
 (LPIPS, 1 - MS-SSIM, identity, adversarial, landmark attention).
 
 Images are (B, 3, H, W). Pixel losses take any range; MS-SSIM, LPIPS and identity take [0, 1].
-LPIPS and identity need pretrained networks that cannot be downloaded here: they are built only from
-weights found on disk, and otherwise report themselves "off" with the reason (never random weights).
+LPIPS (and identity with ArcFace) need pretrained networks that cannot be downloaded here: they are built
+only from weights found on disk, and otherwise report themselves "off" with the reason (never random
+weights). Identity with dlib's descriptor, the default, ships its weights in the package.
 """
 
 from __future__ import annotations
@@ -190,23 +191,31 @@ class PerceptualLoss(torch.nn.Module):
 
 
 class IdentityLoss(torch.nn.Module):
-    """1 - cosine similarity of ArcFace embeddings of the output and the target (the identity loss of
-    GFP-GAN and InstantRestore), from an ArcFace ONNX file (insightface's `w600k_r50.onnx` format,
-    112x112 input in [-1, 1]) converted to a differentiable torch module by `onnx2torch`.
+    """1 - cosine similarity of face descriptors of the output and the target, mean over the batch (the
+    identity loss of GFP-GAN and InstantRestore). Images are FFHQ-aligned crops in [0, 1], any size.
 
-    Off, with the reason, when no file is configured or the converter is not installed: the dlib and
-    onnxruntime identity models used for scoring are not differentiable.
+    By default the descriptor is dlib's face recognition ResNet, ported to PyTorch and shipped in the
+    package (`faces/dlib_resnet.py`): it works offline, on dlib's 150-px chip cut from the crop with a
+    fixed affine. Given an ArcFace ONNX file (insightface's `w600k_r50.onnx` format, 112x112 input in
+    [-1, 1]), that is used instead, converted by `onnx2torch`, as the papers do; off, with the reason,
+    when the file or the converter is missing.
     """
 
-    INPUT_SIZE = 112
+    ARCFACE_INPUT_SIZE = 112
 
-    def __init__(self, weights_path: str | None) -> None:
+    def __init__(self, weights_path: str | None = None) -> None:
         super().__init__()
         self.network = None
         self.reason = None
+        self.arcface = bool(weights_path)
         if not weights_path:
-            self.reason = "no ArcFace ONNX file configured (losses.identity_weights)"
-        elif not Path(weights_path).is_file():
+            from instantrestore.faces.dlib_resnet import DlibDescriptor
+
+            self.name = "dlib-resnet (dlib's face descriptor, packaged PyTorch port)"
+            self.network = DlibDescriptor()
+            return
+        self.name = f"arcface ({weights_path})"
+        if not Path(weights_path).is_file():
             self.reason = f"{weights_path}: no such ArcFace ONNX file"
         elif importlib.util.find_spec("onnx2torch") is None:
             self.reason = "the 'onnx2torch' package (and torchvision) is not installed"
@@ -220,11 +229,16 @@ class IdentityLoss(torch.nn.Module):
         return self.network is not None
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        # the whole aligned crop, resized, as GFP-GAN feeds its ArcFace
-        face = F.interpolate(images, size=(self.INPUT_SIZE, self.INPUT_SIZE), mode="bilinear", align_corners=False)
-        return F.normalize(self.network(face * 2 - 1), dim=-1)
+        """Unit-norm descriptors of aligned crops in [0, 1]."""
+        if self.arcface:
+            # the whole aligned crop, resized, as GFP-GAN feeds its ArcFace
+            size = (self.ARCFACE_INPUT_SIZE, self.ARCFACE_INPUT_SIZE)
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False) * 2 - 1
+        return F.normalize(self.network(images), dim=-1)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # the recipe never moves its loss networks: follow the images to their device
+        self.network.to(output.device)
         with torch.no_grad():
             target_embedding = self.embed(target)
         return (1 - (self.embed(output) * target_embedding).sum(-1)).mean()

@@ -47,7 +47,8 @@ class Recipe:
             if not self.perceptual.available and config.losses.lpips_fallback_l1 > 0:
                 self.notes.append(f"lpips is replaced by L1 x {config.losses.lpips_fallback_l1} (losses.lpips_fallback_l1)")
         if self.identity is not None:
-            self.notes.append("identity: " + ("on" if self.identity.available else f"off: {self.identity.reason}"))
+            self.notes.append("identity: " + (f"on, {self.identity.name}" if self.identity.available
+                                              else f"off: {self.identity.reason}"))
 
     def build_generator(self) -> nn.Module:
         raise NotImplementedError

@@ -340,3 +340,12 @@ def test_shared_layers_choose_which_layers_share():
     assert set(model.encode_references(images(1, 1))) == set(model.shared_layers)
     with pytest.raises(ConfigError, match="matches none"):
         pixel_model("model.shared_layers=[down_blocks.0]")
+
+
+def test_half_precision_storage_loads_as_float32(tmp_path):
+    model = pixel_model()
+    path = model.save_pretrained(tmp_path / "ckpt", unet_dtype=torch.float16)
+    loaded = InstantRestoreModel.from_pretrained(path)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert all(torch.equal(a.half().float(), b) for a, b in zip(model.unet.state_dict().values(),
+                                                                 loaded.unet.state_dict().values()))

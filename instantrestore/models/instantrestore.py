@@ -64,9 +64,11 @@ def _from_pretrained(model_class, name: str, subfolder: str | None):
         if not Path(where).is_dir():
             raise WeightsError(f"{where}: no such directory (expected {model_class.__name__} weights there)")
         try:
-            return model_class.from_pretrained(name, subfolder=subfolder)
+            loaded = model_class.from_pretrained(name, subfolder=subfolder)
         except (OSError, ValueError, RuntimeError) as err:
             raise WeightsError(f"{where}: cannot load {model_class.__name__} ({_first_line(err)})") from None
+        # weights stored in half precision (the packaged compact model) compute in float32
+        return loaded.float() if isinstance(loaded, torch.nn.Module) else loaded
     from huggingface_hub import constants
 
     try:  # the local Hugging Face cache first: no network needed once downloaded
@@ -245,12 +247,18 @@ class InstantRestoreModel(torch.nn.Module):
                                    f"({_first_line(err)})") from None
         return model
 
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, unet_dtype: torch.dtype | None = None) -> Path:
+        """Write the checkpoint directory; `unet_dtype` (e.g. torch.float16) stores the whole UNets in that
+        dtype (to ship a compact model in half the space; `from_pretrained` loads them back as float32)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = self.config
+
+        def save_unet(unet: UNet2DConditionModel, where: Path) -> None:
+            (copy.deepcopy(unet).to(unet_dtype) if unet_dtype is not None else unet).save_pretrained(where)
+
         if config.embed_base:
-            self.reference_unet.save_pretrained(path / EMBEDDED_BASE / "unet")
+            save_unet(self.reference_unet, path / EMBEDDED_BASE / "unet")
             if self.reference_vae is not None:
                 self.reference_vae.save_pretrained(path / EMBEDDED_BASE / "vae")
             config = dataclasses.replace(config, pretrained=EMBEDDED_BASE, vae_pretrained=None)
@@ -261,7 +269,7 @@ class InstantRestoreModel(torch.nn.Module):
             self.unet.save_lora_adapter(path, weight_name=UNET_LORA_NAME)
             trained.update({f"unet.conv_in.{name}": value for name, value in self.unet.conv_in.state_dict().items()})
         else:  # a diffusers folder, so a later stage can start from it as `pretrained`
-            self.unet.save_pretrained(path / RESTORING_UNET)
+            save_unet(self.unet, path / RESTORING_UNET)
         if self.vae is not None:
             self.vae.save_lora_adapter(path, weight_name=VAE_LORA_NAME)
         if self.vae_skip is not None:

@@ -53,6 +53,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.0, 0.99)
     weight_decay: float = 0.0
     grad_clip: float = 0.0         # max gradient norm of the generator; 0 = no clipping
+    warmup_steps: int = 0          # the generator's learning rate rises linearly over these first steps
 
 
 @dataclass

@@ -90,6 +90,11 @@ class SeededSamples(Dataset):
         return self.dataset.sample(index, seed)
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Learning-rate warmup factor of optimiser step `step` (0-based): (step + 1) / warmup_steps."""
+    return (step + 1) / warmup_steps
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -293,6 +298,9 @@ def train(config: TrainConfig) -> Path:
         if optim.grad_clip > 0:
             logs["g_grad_norm"] = float(accelerator.clip_grad_norm_(recipe.trainable_parameters(generator),
                                                                      optim.grad_clip))
+        if optim.warmup_steps > 0:  # a function of the step alone, so a resumed run gets the same rates
+            for group in optimizers["g"].param_groups:
+                group["lr"] = optim.lr_g * min(1.0, warmup_factor(step, optim.warmup_steps))
         optimizers["g"].step()
 
         # discriminator: logistic loss on the generator's outputs, R1 on reals every r1_interval steps

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from instantrestore.errors import WeightsError
 from instantrestore.models import registry
@@ -412,6 +414,25 @@ def test_decoder_load_path_initialises_the_stylegan2_prior(tiny_model, tmp_path)
         assert torch.equal(model.stylegan_decoder.state_dict()[key], value), key
     assert not any(p.requires_grad for p in model.stylegan_decoder.parameters())
     assert all(p.requires_grad for p in model.conv_body_first.parameters())
+
+
+# ---------------------------------------------------------------- numerics against the official code
+def test_official_implementation_outputs_are_reproduced(shared):
+    """A small GFPGANv1Clean run through TencentARC's own code (../shared/golden/README.md): its weights load
+    strictly and give the same restored image and U-Net RGB outputs, so every op and its order match."""
+    golden = load_file(str(shared / "golden" / "gfpgan_v1_clean_small.safetensors"))
+    with safe_open(str(shared / "golden" / "gfpgan_v1_clean_small.safetensors"), "pt") as handle:
+        config = json.loads(handle.metadata()["config"])
+    model = GFPGANv1Clean(**config).eval()
+    model.load_state_dict({key[len("model."):]: value for key, value in golden.items() if key.startswith("model.")},
+                          strict=True)
+    with torch.no_grad():
+        output, rgbs = model(golden["input"], return_rgb=True, randomize_noise=False)
+    expected = [golden["output"]] + [golden[f"rgb.{level}"] for level in range(len(rgbs))]
+    assert len(rgbs) == 4
+    for ours, theirs in zip([output, *rgbs], expected):
+        assert ours.shape == theirs.shape
+        assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-5
 
 
 # ---------------------------------------------------------------- forward

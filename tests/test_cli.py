@@ -46,6 +46,29 @@ def test_restore_real_photos_end_to_end(shared, tmp_path):
     assert _digest(inputs) == before
 
 
+def test_restore_real_photos_with_whole_photo_references(shared, tiny_instantrestore_dir, tmp_path):
+    """Real low-quality photos, four whole FRLL studio photos of one person as --refs, a model that reads them."""
+    inputs = sorted((shared / "data/real-lq/whole_imgs").iterdir())
+    refs = [shared / f"data/frll/images/005/005_{view}.jpg" for view in ("03", "08", "02", "04")]
+    before = _digest(inputs + refs)
+    common = [*map(str, inputs), "--model", str(tiny_instantrestore_dir), "--refs", *map(str, refs),
+              "--seed", "0", "-q"]
+    assert main(["restore", *common, "-o", str(tmp_path / "refs")]) == 0
+    assert main(["restore", *common, "-o", str(tmp_path / "blind"), "--num-refs", "0"]) == 0
+    report = json.loads((tmp_path / "refs" / "report.json").read_text())
+    assert report["references"]["files"] == list(map(str, refs))
+    assert report["references"]["used"] == 4
+    blind = json.loads((tmp_path / "blind" / "report.json").read_text())
+    assert blind["references"]["used"] == 0
+    for entry, blind_entry in zip(report["inputs"], blind["inputs"]):
+        assert entry["status"] == blind_entry["status"] == "ok" and entry["faces"] >= 1
+        assert all(isinstance(score, float) for score in entry["identity"]) and len(entry["identity"]) == entry["faces"]
+        assert blind_entry["identity"] == [None] * blind_entry["faces"]
+    face = f"restored_faces/{inputs[0].stem}_0.png"
+    assert not np.array_equal(read_image(tmp_path / "refs" / face), read_image(tmp_path / "blind" / face))
+    assert _digest(inputs + refs) == before
+
+
 def test_bad_inputs_fail_alone(photo_batch, tmp_path, capsys):
     before = _digest(photo_batch)
     out = tmp_path / "out"

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
-from instantrestore.imageio import is_image_path, read_image, write_bytes, write_image
+from instantrestore.imageio import IMAGE_EXTENSIONS, is_image_path, read_image, write_bytes, write_image
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,6 +32,22 @@ def _named(path: Path, err: Exception) -> str:
     """One line that names the file."""
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
     return message if message.startswith(str(path)) else f"{path}: {message}"
+
+
+def _output_dir(raw: str) -> Path:
+    """The -o folder, created now: an unusable one is a usage error before any work is done."""
+    path = Path(raw)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"-o {raw}: cannot create the output folder ({err.strerror})") from None
+    return path
+
+
+def _at_least(flag: str, value: int, minimum: int) -> int:
+    if value < minimum:
+        raise UsageError(f"{flag} {value}: must be at least {minimum}")
+    return value
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -77,7 +93,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.input + args.input_flag)
     if not inputs:
         raise UsageError("no input images")
-    out = Path(args.output)
+    _at_least("--num-refs", args.num_refs, 0)
+    _at_least("--upscale", args.upscale, 1)
+    if args.ext != "auto" and not is_image_path(Path(f"output.{args.ext}")):
+        formats = ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
+        raise UsageError(f"--ext {args.ext}: not an image format (auto, {formats})")
+    out = _output_dir(args.output)
     input_set = {path.resolve() for path in inputs}
     restorer = _load(args)
     if not args.aligned or args.refs:
@@ -164,7 +185,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     if args.preset not in PRESETS:
         raise UsageError(f"--preset {args.preset}: unknown (choose from {', '.join(PRESETS)})")
     inputs = expand_inputs(args.input)
-    out = Path(args.output)
+    out = _output_dir(args.output)
     failed = 0
     for path in inputs:
         target = out / f"{path.stem}.png"  # lossless, so the degradation is exactly what the preset made
@@ -187,7 +208,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
     if not Path(args.src).is_dir():
         raise UsageError(f"{args.src}: not a directory (expected one folder per person)")
-    summary = prepare_dataset(args.src, args.output, size=args.size, detector=args.detector,
+    _at_least("--size", args.size, 1)
+    summary = prepare_dataset(args.src, _output_dir(args.output), size=args.size, detector=args.detector,
                               splits_csv=args.splits, progress=not args.quiet,
                               max_landmark_error=args.max_landmark_error)
     print(summary)
@@ -207,11 +229,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- benchmark
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from instantrestore.data.prepare import load_index
+    from instantrestore.degradations import PRESETS
     from instantrestore.evaluation.benchmark import run_benchmark
 
     if not Path(args.data).is_dir():
         raise UsageError(f"--data {args.data}: not a prepared data directory (see `prepare-data`)")
-    num_refs = [int(k) for k in args.num_refs.split(",")]
+    try:
+        num_refs = [_at_least("--num-refs", int(k), 0) for k in args.num_refs.split(",")]
+    except ValueError:
+        raise UsageError(f"--num-refs {args.num_refs}: expected counts separated by commas, e.g. 0,1,2,4") from None
+    for preset in args.presets:
+        if preset not in PRESETS:
+            raise UsageError(f"--presets {preset}: unknown (choose from {', '.join(PRESETS)})")
+    split = args.split
+    if split is None:
+        index = load_index(args.data)
+        split = "val" if index.split_source == "csv" else "all"
+        if split == "all":
+            print(f"note: {args.data} was prepared without a splits file: benchmarking every person "
+                  f"({len(index.people())}); --split val takes only the people its hash split holds out",
+                  file=sys.stderr)
     models = args.models
     if models is None:  # the default comparison, less the packaged models this build does not ship
         from instantrestore.api import packaged_model_available
@@ -222,8 +260,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 models.append(name)
             else:
                 print(f"note: model '{name}' is not shipped in this build; left out of the benchmark", file=sys.stderr)
-    run_benchmark(args.data, args.output, models=models, presets=args.presets, num_refs=num_refs,
-                  split=args.split, max_people=args.max_people, seed=args.seed, device=args.device,
+    run_benchmark(args.data, _output_dir(args.output), models=models, presets=args.presets, num_refs=num_refs,
+                  split=split, max_people=args.max_people, seed=args.seed, device=args.device,
                   identity_model_path=args.identity_model, progress=not args.quiet, people=args.people)
     print(f"benchmark -> {Path(args.output) / 'results.md'}")
     return EXIT_OK
@@ -243,7 +281,8 @@ def cmd_identity(args: argparse.Namespace) -> int:
     query_crops, notes = analyzer.reference_crops([read_image(args.a)], 512, model)
     if not query_crops:
         raise InstantRestoreError(f"{args.a}: no face found")
-    ref_crops, ref_notes = analyzer.reference_crops(_read_references(ref_paths), 512, model)
+    ref_images = [read_image(args.b)] if args.b else _read_references(ref_paths)  # a missing B fails like A
+    ref_crops, ref_notes = analyzer.reference_crops(ref_images, 512, model)
     if not ref_crops:
         raise InstantRestoreError("no face found in the references")
     for note in notes + ref_notes:
@@ -260,7 +299,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from instantrestore.demo import run_demo
 
-    run_demo(Path(args.output), device=args.device)
+    run_demo(_output_dir(args.output), device=args.device)
     return EXIT_OK
 
 
@@ -326,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="names, model directories or LABEL=DIR (default: degraded bicubic gfpgan default, as shipped)")
     p.add_argument("--presets", nargs="+", default=["sr8"])
     p.add_argument("--num-refs", default="0,4")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default=None,
+                   help="val, train, all, ... (default: val, or every person when DATA has no splits file)")
     p.add_argument("--max-people", type=int, default=None)
     p.add_argument("--people", metavar="GLOB", default=None,
                    help="only people whose name matches, e.g. 'celeba_*' in a merged data set")
@@ -361,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except InstantRestoreError as err:
         _err(str(err))
+        return EXIT_FAILED
+    except OSError as err:  # the disk or the file system, not the program: one line naming the file
+        path = err.filename2 or err.filename  # a failed atomic rename names its temporary file first
+        _err(f"{path}: {err.strerror}" if path and err.strerror else str(err))
         return EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted; outputs written so far are complete (atomic writes)")

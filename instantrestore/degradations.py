@@ -27,6 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from instantrestore.errors import ConfigError
+
 RangeF = tuple[float, float]
 
 
@@ -81,11 +83,11 @@ PRESETS: dict[str, DegradationPreset] = {
 
 
 def get_preset(preset: str | DegradationPreset) -> DegradationPreset:
-    """The preset object for a name (or the object itself); unknown names raise ValueError listing the known ones."""
+    """The preset object for a name (or the object itself); unknown names raise ConfigError listing the known ones."""
     if isinstance(preset, DegradationPreset):
         return preset
     if preset not in PRESETS:
-        raise ValueError(f"unknown degradation preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown degradation preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[preset]
 
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: the path to ../shared (skip what needs it when it is absent) and small images."""
+"""Shared fixtures: the path to ../shared (skip what needs it when it is absent), small images, and the tiny
+GFP-GAN and InstantRestore models that several test modules build."""
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -24,3 +26,51 @@ def shared() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gfpgan_config() -> dict[str, Any]:
+    """GFPGANv1Clean at 64 px with the official model's options (W+, input_is_latent, SFT on half the channels)."""
+    return dict(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.125, num_mlp=2,
+                input_is_latent=True, different_w=True, sft_half=True)
+
+
+TINY_INSTANTRESTORE = [  # the SD-Turbo recipe's path (VAE, input noise, epsilon, LoRA) on a compact UNet at 32 px:
+    # 2x VAE, a 16x16 latent, 4 shared layers
+    "model.face_size=32", "model.codec=vae", "model.input_noise=true", "model.prediction=epsilon",
+    "model.finetune=lora", "model.train_input=false", "model.train_timesteps=[249, 499, 749]",
+    "model.reference_timestep=1", "model.vae_skip=true", "model.unet.in_channels=4", "model.unet.out_channels=4",
+    "model.vae={in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [8, 8],"
+    " down_block_types: [DownEncoderBlock2D, DownEncoderBlock2D], up_block_types: [UpDecoderBlock2D, UpDecoderBlock2D],"
+    " layers_per_block: 1, norm_num_groups: 4}",
+    "model.unet.block_out_channels=[8, 16, 16]", "model.unet.sample_size=16", "model.unet.norm_num_groups=4",
+    "model.unet.attention_head_dim=2", "model.unet.cross_attention_dim=8", "model.prompt_tokens=3",
+    "model.unet_lora_rank=2", "model.unet_lora_alpha=2", "model.vae_lora_rank=2", "model.vae_lora_alpha=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_instantrestore() -> Callable[..., Any]:
+    """`build(*overrides, random_lora=False)`: a tiny InstantRestoreModel in eval mode. LoRA B starts at zero (a
+    no-op adapter); `random_lora` gives the adapters and conv_in weights that matter, as training would."""
+    from instantrestore.models.config import InstantRestoreConfig
+    from instantrestore.models.instantrestore import InstantRestoreModel
+
+    def build(*overrides: str, random_lora: bool = False) -> InstantRestoreModel:
+        config = InstantRestoreConfig.from_yaml(REPO / "configs" / "instantrestore_compact.yaml",
+                                                TINY_INSTANTRESTORE + list(overrides))
+        model = InstantRestoreModel.from_config(config.model).eval()
+        if random_lora:
+            with torch.no_grad():
+                for parameter in model.trainable_parameters():
+                    noise = torch.randn(parameter.shape, generator=torch.Generator().manual_seed(parameter.numel()))
+                    parameter.add_(noise * 0.05)
+        return model
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_instantrestore_dir(tiny_instantrestore, tmp_path_factory) -> Path:
+    """A tiny InstantRestore with trained-looking LoRA, saved as `load_restorer(DIR)` reads it."""
+    return tiny_instantrestore(random_lora=True).save_pretrained(tmp_path_factory.mktemp("instantrestore"))

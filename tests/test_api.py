@@ -1,5 +1,7 @@
 """The Python API of the contract: load_restorer by name or path, references encoded once, whole photos."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,15 +12,6 @@ from instantrestore.imageio import read_image
 from instantrestore.models.gfpgan import GFPGANv1Clean
 from instantrestore.models.gfpgan_restorer import GFPGANRestorer, save_gfpgan
 from instantrestore.models.ir_restorer import InstantRestoreRestorer
-from tests.test_gfpgan import TINY as TINY_GFPGAN
-from tests.test_instantrestore import SIZE, randomize_lora, tiny_model
-
-
-@pytest.fixture(scope="module")
-def ir_dir(tmp_path_factory):
-    model = tiny_model()
-    randomize_lora(model)
-    return model.save_pretrained(tmp_path_factory.mktemp("ir"))
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +20,12 @@ def references(shared) -> list[np.ndarray]:
     return [read_image(shared / f"data/frll/images/002/002_{view}.jpg")[::3, ::3] for view in ("03", "08", "02", "04")]
 
 
-def test_load_restorer_dispatches_on_saved_directories(ir_dir, tmp_path):
-    restorer = instantrestore.load_restorer(str(ir_dir), device="cpu")
-    assert isinstance(restorer, InstantRestoreRestorer) and restorer.face_size == SIZE
+def test_load_restorer_dispatches_on_saved_directories(tiny_instantrestore_dir, tiny_gfpgan_config, tmp_path):
+    restorer = instantrestore.load_restorer(str(tiny_instantrestore_dir), device="cpu")
+    saved = json.loads((tiny_instantrestore_dir / "config.json").read_text())["model"]
+    assert isinstance(restorer, InstantRestoreRestorer) and restorer.face_size == saved["face_size"]
     torch.manual_seed(0)
-    gfpgan_dir = save_gfpgan(GFPGANv1Clean(**TINY_GFPGAN), tmp_path / "gfpgan")
+    gfpgan_dir = save_gfpgan(GFPGANv1Clean(**tiny_gfpgan_config), tmp_path / "gfpgan")
     assert isinstance(instantrestore.load_restorer(str(gfpgan_dir), device="cpu"), GFPGANRestorer)
     assert instantrestore.load_restorer("bicubic").name == "bicubic"
 
@@ -42,8 +36,8 @@ def test_unknown_model_is_a_weights_error(name):
         instantrestore.load_restorer(name)
 
 
-def test_references_encoded_once_serve_every_photo(ir_dir, references, shared, tmp_path):
-    restorer = instantrestore.load_restorer(str(ir_dir), device="cpu")
+def test_references_encoded_once_serve_every_photo(tiny_instantrestore_dir, references, shared, tmp_path):
+    restorer = instantrestore.load_restorer(str(tiny_instantrestore_dir), device="cpu")
     cache = restorer.encode_references(references)
     assert len(cache) == 4 and cache.identity.shape == (4, restorer.identity_model.dim)
     assert cache.features and cache.model_id == restorer.model_id
@@ -55,19 +49,31 @@ def test_references_encoded_once_serve_every_photo(ir_dir, references, shared, t
     from_images = restorer.restore(photo, refs=references, seed=0)
     assert np.array_equal(first.image, again.image) and np.array_equal(first.image, from_images.image)
     assert first.image.shape == photo.shape and len(first.faces) == 1
-    assert first.faces[0].identity is not None and -1 <= first.faces[0].identity <= 1
+    assert first.faces[0].identity is not None
 
     blind = restorer.restore(photo, refs=None, seed=0)
     assert blind.faces[0].identity is None
     assert not np.array_equal(blind.faces[0].restored, first.faces[0].restored)
 
 
-def test_a_cache_from_another_model_is_refused(ir_dir, references, tmp_path):
-    restorer = instantrestore.load_restorer(str(ir_dir), device="cpu")
+def test_identity_to_the_references_tells_their_person_from_another(references, shared):
+    """The identity `restore` reports: above the same-person threshold against the person's own photos, below it
+    against another person's (bicubic leaves the face as it is, so only the references differ)."""
+    restorer = instantrestore.load_restorer("bicubic")
+    photo = read_image(shared / "data/frll/images/002/002_07.jpg")[::2, ::2]
+    others = [read_image(shared / f"data/frll/images/001/001_{view}.jpg")[::3, ::3]
+              for view in ("03", "08", "02", "04")]
+    same = restorer.restore(photo, refs=references).faces[0].identity
+    other = restorer.restore(photo, refs=others).faces[0].identity
+    assert same > restorer.identity_model.same_person_threshold > other
+
+
+def test_a_cache_from_another_model_is_refused(tiny_instantrestore_dir, references, tmp_path):
+    restorer = instantrestore.load_restorer(str(tiny_instantrestore_dir), device="cpu")
     cache = restorer.encode_references(references[:1])
     cache.model_id = "instantrestore-someothermodel"
     with pytest.raises(WeightsError, match="reference cache was made by model"):
-        restorer.restore_face(np.zeros((SIZE, SIZE, 3), np.uint8), refs=cache)
+        restorer.restore_face(np.zeros((restorer.face_size, restorer.face_size, 3), np.uint8), refs=cache)
 
 
 @pytest.mark.parametrize("name", ["default", "gfpgan"])

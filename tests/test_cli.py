@@ -46,6 +46,29 @@ def test_restore_real_photos_end_to_end(shared, tmp_path):
     assert _digest(inputs) == before
 
 
+def test_restore_real_photos_with_whole_photo_references(shared, tiny_instantrestore_dir, tmp_path):
+    """Real low-quality photos, four whole FRLL studio photos of one person as --refs, a model that reads them."""
+    inputs = sorted((shared / "data/real-lq/whole_imgs").iterdir())
+    refs = [shared / f"data/frll/images/005/005_{view}.jpg" for view in ("03", "08", "02", "04")]
+    before = _digest(inputs + refs)
+    common = [*map(str, inputs), "--model", str(tiny_instantrestore_dir), "--refs", *map(str, refs),
+              "--seed", "0", "-q"]
+    assert main(["restore", *common, "-o", str(tmp_path / "refs")]) == 0
+    assert main(["restore", *common, "-o", str(tmp_path / "blind"), "--num-refs", "0"]) == 0
+    report = json.loads((tmp_path / "refs" / "report.json").read_text())
+    assert report["references"]["files"] == list(map(str, refs))
+    assert report["references"]["used"] == 4
+    blind = json.loads((tmp_path / "blind" / "report.json").read_text())
+    assert blind["references"]["used"] == 0
+    for entry, blind_entry in zip(report["inputs"], blind["inputs"]):
+        assert entry["status"] == blind_entry["status"] == "ok" and entry["faces"] >= 1
+        assert all(isinstance(score, float) for score in entry["identity"]) and len(entry["identity"]) == entry["faces"]
+        assert blind_entry["identity"] == [None] * blind_entry["faces"]
+    face = f"restored_faces/{inputs[0].stem}_0.png"
+    assert not np.array_equal(read_image(tmp_path / "refs" / face), read_image(tmp_path / "blind" / face))
+    assert _digest(inputs + refs) == before
+
+
 def test_bad_inputs_fail_alone(photo_batch, tmp_path, capsys):
     before = _digest(photo_batch)
     out = tmp_path / "out"
@@ -78,15 +101,31 @@ def test_aligned_crops_with_suffix_and_ext(shared, tmp_path):
     assert read_image(tmp_path / "restored_imgs" / "Adele_crop_restored.jpg").shape == (512, 512, 3)
 
 
+def test_a_file_system_error_is_one_line(shared, tmp_path, capsys):
+    (tmp_path / "report.json").mkdir()  # where restore writes its report
+    crop = shared / "data/real-lq/cropped_faces/Adele_crop.png"
+    assert main(["restore", str(crop), "-o", str(tmp_path), "--model", "bicubic", "--aligned", "-q"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {tmp_path / 'report.json'}: Is a directory"]
+
+
 @pytest.mark.parametrize("argv", [
     ["restore", "x.jpg", "-o", "out", "--refs", "/nonexistent/refs"],
     ["train", "--config", "/nonexistent.yaml"],
     ["degrade", "x.jpg", "-o", "out", "--preset", "nope"],
     ["restore", "x.jpg", "-o", "out", "--model", "/nonexistent/model_dir"],
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--detector", "mtcnn"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--device", "gpu"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "-s", "0"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--num-refs", "-1"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--ext", "bmpx"],
+    ["restore", "x.jpg", "-o", "a_file/out", "--model", "bicubic"],
+    ["benchmark", "--data", ".", "-o", "out", "--num-refs", "0,four"],
+    ["benchmark", "--data", ".", "-o", "out", "--presets", "sr5"],
+    ["prepare-data", ".", "-o", "out", "--size", "0"],
 ])
 def test_usage_errors_exit_2(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder\n")
     assert main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
@@ -95,6 +134,29 @@ def test_bad_flag_exits_2():
     with pytest.raises(SystemExit) as info:
         main(["restore", "x.jpg", "-o", "out", "--bogus-flag"])
     assert info.value.code == 2
+
+
+def test_benchmark_of_data_without_splits_takes_every_person(shared, tmp_path, capsys):
+    """prepare-data on a collection without a splits file puts people in train/val by a hash of their name; these
+    two names both hash to train, which used to leave the benchmark's default val split empty (a traceback)."""
+    from instantrestore.data.prepare import hash_split
+
+    for person, frll in (("anna", "002"), ("ben", "003")):
+        assert hash_split(person) == "train"
+        for view in ("03", "08"):
+            (tmp_path / "src" / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared / f"data/frll/images/{frll}/{frll}_{view}.jpg", tmp_path / "src" / person)
+    assert main(["prepare-data", str(tmp_path / "src"), "-o", str(tmp_path / "data"), "--size", "256", "-q"]) == 0
+    args = ["benchmark", "--data", str(tmp_path / "data"), "--models", "degraded", "--presets", "sr8",
+            "--num-refs", "0,1", "-q"]
+    assert main([*args, "-o", str(tmp_path / "bench")]) == 0
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert results["split"] == "all" and results["people"] == ["anna", "ben"]
+    assert "without a splits file: benchmarking every person (2)" in capsys.readouterr().err
+    # asked for explicitly, the empty split is one line and a usage error
+    assert main([*args, "-o", str(tmp_path / "bench_val"), "--split", "val"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: {tmp_path / 'data'}: no person in split 'val' has a target and 1 other photos"
 
 
 def test_degrade_is_reproducible(shared, tmp_path):

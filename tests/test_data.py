@@ -238,9 +238,9 @@ def test_dataset_splits_and_batching(prepared):
     assert train.people() == ["p1", "p2"] and val.people() == ["p3"]
     batch = next(iter(torch.utils.data.DataLoader(train, batch_size=4)))
     assert batch["references"].shape == (4, 4, 3, 16, 16) and batch["reference_mask"].shape == (4, 4)
-    with pytest.raises(ValueError, match="no people in split 'test'.*train, val"):
+    with pytest.raises(ConfigError, match="no people in split 'test'.*train, val"):
         FaceRestorationDataset(prepared, split="test")
-    with pytest.raises(ValueError, match="unknown degradation preset"):
+    with pytest.raises(ConfigError, match="unknown degradation preset"):
         FaceRestorationDataset(prepared, preset="nope")
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from instantrestore.degradations import (PRESETS, DegradationPreset, apply_degradation, degrade, gaussian_kernel,
                                          get_preset, sample_parameters)
+from instantrestore.errors import ConfigError
 
 RANDOM_PRESETS = [name for name, preset in PRESETS.items() if preset.sr_factor is None]
 SR_PRESETS = [name for name, preset in PRESETS.items() if preset.sr_factor is not None]
@@ -58,7 +59,7 @@ def test_sr_presets_are_bicubic_down_up_and_ignore_the_seed(image, name):
 
 
 def test_unknown_preset_lists_the_known_ones(image):
-    with pytest.raises(ValueError, match="unknown degradation preset 'nope'.*gfpgan.*sr16"):
+    with pytest.raises(ConfigError, match="unknown degradation preset 'nope'.*gfpgan.*sr16"):
         degrade(image, "nope", seed=0)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from instantrestore.errors import WeightsError
 from instantrestore.models import registry
@@ -314,8 +316,6 @@ condition_shift.6.2.bias 32
 """
 OFFICIAL_NUM_PARAMETERS = 86_444_252  # learnable parameters; the 15 noise buffers add 699,024 values
 
-TINY = dict(out_size=64, num_style_feat=32, channel_multiplier=1, narrow=0.125, num_mlp=2,
-            input_is_latent=True, different_w=True, sft_half=True)
 
 
 def official_entries() -> list[tuple[str, tuple[int, ...]]]:
@@ -327,9 +327,9 @@ def official_entries() -> list[tuple[str, tuple[int, ...]]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> GFPGANv1Clean:
+def tiny_model(tiny_gfpgan_config) -> GFPGANv1Clean:
     torch.manual_seed(0)
-    model = GFPGANv1Clean(**TINY).eval()
+    model = GFPGANv1Clean(**tiny_gfpgan_config).eval()
     with torch.no_grad():  # as in a trained model, no weight is zero: noise strengths and biases start at 0
         for parameter in model.parameters():
             if not parameter.any():
@@ -362,26 +362,27 @@ def test_official_config_state_dict_matches_official_checkpoints_key_for_key():
     assert sum(math.prod(shape) for key, shape in expected if key not in noises) == OFFICIAL_NUM_PARAMETERS
 
 
-def test_official_checkpoint_saved_the_official_way_loads_strictly(tiny_model, tiny_input, tmp_path):
+def test_official_checkpoint_saved_the_official_way_loads_strictly(tiny_model, tiny_input, tmp_path,
+                                                                   tiny_gfpgan_config):
     path = tmp_path / "GFPGANtiny.pth"
     torch.save({"params_ema": tiny_model.state_dict(), "params": {}}, path)
-    model = GFPGANv1Clean(**TINY).eval()
+    model = GFPGANv1Clean(**tiny_gfpgan_config).eval()
     model.load_state_dict(load_gfpgan_state_dict(path), strict=True)
     with torch.no_grad():
         assert torch.equal(model(tiny_input)[0], tiny_model(tiny_input)[0])
     # `params` when there is no `params_ema`, and the same through the restorer's loader
     torch.save({"params": tiny_model.state_dict()}, path)
-    restorer = GFPGANRestorer.from_pretrained(path, device="cpu", **TINY)
+    restorer = GFPGANRestorer.from_pretrained(path, device="cpu", **tiny_gfpgan_config)
     with torch.no_grad():
         assert torch.equal(restorer.model(tiny_input)[0], tiny_model(tiny_input)[0])
 
 
-def test_save_pretrained_round_trip_through_safetensors(tiny_model, tiny_input, tmp_path):
+def test_save_pretrained_round_trip_through_safetensors(tiny_model, tiny_input, tmp_path, tiny_gfpgan_config):
     restorer = GFPGANRestorer(tiny_model, device="cpu")
     restorer.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config == {"restorer": "gfpgan", "model": TINY}
+    assert config == {"restorer": "gfpgan", "model": tiny_gfpgan_config}
     loaded = GFPGANRestorer.from_pretrained(tmp_path / "model", device="cpu")
     assert loaded.model.config == tiny_model.config
     faces = (tiny_input[:1] + 1) / 2
@@ -396,22 +397,41 @@ def test_save_pretrained_round_trip_through_safetensors(tiny_model, tiny_input, 
     assert 0 < difference.max() < 0.05
 
 
-def test_save_gfpgan_leaves_a_model_in_training_as_it_is(tmp_path):
-    model = GFPGANv1Clean(**TINY).train()
+def test_save_gfpgan_leaves_a_model_in_training_as_it_is(tmp_path, tiny_gfpgan_config):
+    model = GFPGANv1Clean(**tiny_gfpgan_config).train()
     save_gfpgan(model, tmp_path / "checkpoint")
     assert model.training
     loaded = GFPGANRestorer.from_pretrained(tmp_path / "checkpoint", device="cpu").model
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in loaded.state_dict().items())
 
 
-def test_decoder_load_path_initialises_the_stylegan2_prior(tiny_model, tmp_path):
+def test_decoder_load_path_initialises_the_stylegan2_prior(tiny_model, tmp_path, tiny_gfpgan_config):
     path = tmp_path / "stylegan2.pth"
     torch.save({"params_ema": tiny_model.stylegan_decoder.state_dict()}, path)
-    model = GFPGANv1Clean(**TINY, decoder_load_path=path, fix_decoder=True)
+    model = GFPGANv1Clean(**tiny_gfpgan_config, decoder_load_path=path, fix_decoder=True)
     for key, value in tiny_model.stylegan_decoder.state_dict().items():
         assert torch.equal(model.stylegan_decoder.state_dict()[key], value), key
     assert not any(p.requires_grad for p in model.stylegan_decoder.parameters())
     assert all(p.requires_grad for p in model.conv_body_first.parameters())
+
+
+# ---------------------------------------------------------------- numerics against the official code
+def test_official_implementation_outputs_are_reproduced(shared):
+    """A small GFPGANv1Clean run through TencentARC's own code (../shared/golden/README.md): its weights load
+    strictly and give the same restored image and U-Net RGB outputs, so every op and its order match."""
+    golden = load_file(str(shared / "golden" / "gfpgan_v1_clean_small.safetensors"))
+    with safe_open(str(shared / "golden" / "gfpgan_v1_clean_small.safetensors"), "pt") as handle:
+        config = json.loads(handle.metadata()["config"])
+    model = GFPGANv1Clean(**config).eval()
+    model.load_state_dict({key[len("model."):]: value for key, value in golden.items() if key.startswith("model.")},
+                          strict=True)
+    with torch.no_grad():
+        output, rgbs = model(golden["input"], return_rgb=True, randomize_noise=False)
+    expected = [golden["output"]] + [golden[f"rgb.{level}"] for level in range(len(rgbs))]
+    assert len(rgbs) == 4
+    for ours, theirs in zip([output, *rgbs], expected):
+        assert ours.shape == theirs.shape
+        assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-5
 
 
 # ---------------------------------------------------------------- forward
@@ -437,8 +457,8 @@ def test_forward_is_deterministic_with_stored_noise(tiny_model, tiny_input):
     assert not torch.equal(seeded[0], first)
 
 
-def test_training_gradients_reach_the_unet_and_skip_the_fixed_decoder(tiny_input):
-    model = GFPGANv1Clean(**TINY, fix_decoder=True)
+def test_training_gradients_reach_the_unet_and_skip_the_fixed_decoder(tiny_input, tiny_gfpgan_config):
+    model = GFPGANv1Clean(**tiny_gfpgan_config, fix_decoder=True)
     image, rgbs = model(tiny_input, return_rgb=True)
     (image.square().mean() + sum(rgb.square().mean() for rgb in rgbs)).backward()
     assert model.conv_body_first.weight.grad is not None

@@ -24,24 +24,7 @@ from instantrestore.references import ReferenceCache
 REPO = Path(__file__).resolve().parents[1]
 COMPACT = REPO / "configs" / "instantrestore_compact.yaml"
 SD_TURBO = REPO / "configs" / "instantrestore_sd_turbo.yaml"
-SIZE = 32
-TINY = [  # the SD-Turbo recipe's path (VAE, input noise, epsilon, LoRA) on a compact UNet at 32 px:
-    # 2x VAE, a 16x16 latent, 4 shared layers
-    f"model.face_size={SIZE}", "model.codec=vae", "model.input_noise=true", "model.prediction=epsilon",
-    "model.finetune=lora", "model.train_input=false", "model.train_timesteps=[249, 499, 749]",
-    "model.reference_timestep=1", "model.vae_skip=true", "model.unet.in_channels=4", "model.unet.out_channels=4",
-    "model.vae={in_channels: 3, out_channels: 3, latent_channels: 4, block_out_channels: [8, 8],"
-    " down_block_types: [DownEncoderBlock2D, DownEncoderBlock2D], up_block_types: [UpDecoderBlock2D, UpDecoderBlock2D],"
-    " layers_per_block: 1, norm_num_groups: 4}",
-    "model.unet.block_out_channels=[8, 16, 16]", "model.unet.sample_size=16", "model.unet.norm_num_groups=4",
-    "model.unet.attention_head_dim=2", "model.unet.cross_attention_dim=8", "model.prompt_tokens=3",
-    "model.unet_lora_rank=2", "model.unet_lora_alpha=2", "model.vae_lora_rank=2", "model.vae_lora_alpha=2",
-]
-
-
-def tiny_model(*overrides: str) -> InstantRestoreModel:
-    config = InstantRestoreConfig.from_yaml(COMPACT, TINY + list(overrides))
-    return InstantRestoreModel.from_config(config.model).eval()
+SIZE = 32  # the face size of conftest's tiny_instantrestore
 
 
 def images(count: int, seed: int) -> torch.Tensor:
@@ -52,23 +35,16 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def randomize_lora(model: InstantRestoreModel) -> None:
-    """LoRA B starts at zero (a no-op adapter); give the adapters and conv_in weights that matter."""
-    with torch.no_grad():
-        for parameter in model.trainable_parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=seeded(parameter.numel())) * 0.05)
-
-
 @pytest.fixture(scope="module")
-def model() -> InstantRestoreModel:
-    built = tiny_model()
-    randomize_lora(built)
+def model(tiny_instantrestore) -> InstantRestoreModel:
+    built = tiny_instantrestore(random_lora=True)
+    assert built.config.face_size == SIZE
     return built
 
 
 @pytest.mark.parametrize("adain", [False, True])
-def test_references_change_the_output(adain):
-    model = tiny_model(f"model.adain={str(adain).lower()}")
+def test_references_change_the_output(adain, tiny_instantrestore):
+    model = tiny_instantrestore(f"model.adain={str(adain).lower()}")
     degraded = images(1, 0)
     kv_a = model.encode_references(images(2, 1), generator=seeded(1))
     kv_b = model.encode_references(images(2, 2), generator=seeded(1))
@@ -82,8 +58,8 @@ def test_references_change_the_output(adain):
     assert (out_a - blind).abs().max() > 1e-4
 
 
-def test_zero_references_equal_the_plain_unet():
-    model = tiny_model("model.train_input=true")
+def test_zero_references_equal_the_plain_unet(tiny_instantrestore):
+    model = tiny_instantrestore("model.train_input=true")
     latents = torch.randn(2, 4, SIZE // 2, SIZE // 2, generator=seeded())
     prompt = model.prompt_embeds.expand(2, -1, -1)
     shared = model.unet.attn_processors
@@ -169,8 +145,8 @@ def test_trainable_parameters_are_lora_conv_in_and_vae_skips_only(model):
     assert not any(p.requires_grad for p in [*model.reference_unet.parameters(), *model.reference_vae.parameters()])
 
 
-def test_vae_skips_start_as_a_no_op_and_carry_the_degraded_face():
-    with_skips, without = tiny_model("model.vae_skip=true"), tiny_model("model.vae_skip=false")
+def test_vae_skips_start_as_a_no_op_and_carry_the_degraded_face(tiny_instantrestore):
+    with_skips, without = tiny_instantrestore("model.vae_skip=true"), tiny_instantrestore("model.vae_skip=false")
     degraded, kv = images(2, 0), with_skips.encode_references(images(2, 1), generator=seeded(1))
     with torch.no_grad():
         torch.testing.assert_close(with_skips(degraded, kv, generator=seeded()), without(degraded, kv, generator=seeded()),
@@ -193,8 +169,8 @@ def test_vae_skips_start_as_a_no_op_and_carry_the_degraded_face():
         torch.testing.assert_close(with_skips(degraded, kv, generator=seeded()), changed, atol=0, rtol=0)
 
 
-def test_shared_attention_off_ignores_references():
-    model = tiny_model("model.shared_attention=false")
+def test_shared_attention_off_ignores_references(tiny_instantrestore):
+    model = tiny_instantrestore("model.shared_attention=false")
     assert model.encode_references(images(2, 1)) == {}
     assert not any(isinstance(p, SharedAttnProcessor) for p in model.unet.attn_processors.values())
 
@@ -274,8 +250,8 @@ def test_sd_turbo_offline_without_weights_is_one_line(monkeypatch, tmp_path):
         InstantRestoreModel.from_pretrained(tmp_path)
 
 
-def test_training_step_reaches_lora_through_output_and_attention_map():
-    model = tiny_model().train()
+def test_training_step_reaches_lora_through_output_and_attention_map(tiny_instantrestore):
+    model = tiny_instantrestore().train()
     assert model.unet.training and not model.reference_unet.training and not model.reference_vae.training
     kv = model.encode_references(images(2, 1))
     layer = "up_blocks.2.attentions.1.transformer_blocks.0.attn1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from instantrestore.data.prepare import prepare_dataset
 from instantrestore.errors import ConfigError
 from instantrestore.faces.landmarks import five_points_from_68
 from instantrestore.training.config import load_config
+from instantrestore.training import trainer
 from instantrestore.training.trainer import StepBatchSampler, train, train_main
 
 SIZE = 64
@@ -155,20 +157,75 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
             for key, value in load_file(str(checkpoint / f"{name}.safetensors")).items()}
 
 
-def test_gfpgan_resume_is_bit_identical(tmp_path: Path, gfpgan_config: Path):
-    """4 steps in one go == 2 steps, stop, resume to 4 (weights, D, EMA, metrics all equal)."""
+def _record_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The steps whose generator forward the next training run computes, in order."""
+    steps: list[int] = []
+    build_recipe = trainer.build_recipe
+
+    def recording_recipe(config):
+        recipe = build_recipe(config)
+        generator_step = recipe.generator_step
+
+        def recorded(generator, discriminator, batch, step, rng):
+            steps.append(step)
+            return generator_step(generator, discriminator, batch, step, rng)
+
+        recipe.generator_step = recorded
+        return recipe
+
+    monkeypatch.setattr(trainer, "build_recipe", recording_recipe)
+    return steps
+
+
+def _assert_same_training_state(straight: Path, resumed: Path) -> None:
+    """Weights, discriminator, EMA (with its update count), optimiser moments and step counts, metrics."""
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and "ema.n_averaged" in a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    optimizers_a, optimizers_b = (torch.load(run / "checkpoint" / "optimizers.pt", weights_only=True)
+                                  for run in (straight, resumed))
+    assert optimizers_a.keys() == optimizers_b.keys()
+    for name in optimizers_a:
+        assert optimizers_a[name]["param_groups"] == optimizers_b[name]["param_groups"]
+        state_a, state_b = optimizers_a[name]["state"], optimizers_b[name]["state"]
+        assert state_a.keys() == state_b.keys() and state_a
+        for index in state_a:
+            for key, value in state_a[index].items():
+                assert torch.equal(value, state_b[index][key]), (name, index, key)
+    assert _metrics_without_time(straight) == _metrics_without_time(resumed)
+
+
+def _resume_without_rng_state(run: Path, copy: Path, seed: int) -> Path:
+    """A copy of RUN whose checkpoint holds freshly seeded RNG states, as if they had not been restored."""
+    shutil.copytree(run, copy)
+    fresh = torch.Generator().manual_seed(seed).get_state()
+    torch.save({"torch": fresh, "train": fresh, "cuda": []}, copy / "checkpoint" / "rng_0.pt")
+    return copy
+
+
+def _generators_differ(run_a: Path, run_b: Path) -> bool:
+    a, b = _weights(run_a), _weights(run_b)
+    return any(not torch.equal(a[key], b[key]) for key in a if key.startswith("generator."))
+
+
+def test_gfpgan_resume_is_bit_identical(tmp_path: Path, gfpgan_config: Path, monkeypatch: pytest.MonkeyPatch):
+    """4 steps in one go == 2 steps, stop, resume to 4 (weights, D, EMA, optimisers, metrics all equal), and
+    the resumed run computes only steps 2 and 3: the state it continues from came from the checkpoint."""
     straight = tmp_path / "straight"
     train_main(str(gfpgan_config), [f"out_dir={straight}"])
     interrupted = tmp_path / "interrupted"
     train_main(str(gfpgan_config), [f"out_dir={interrupted}", "steps=2"])
+    without_rng = _resume_without_rng_state(interrupted, tmp_path / "without_rng", load_config(gfpgan_config).seed)
     # the resumed run takes the same config with steps=4; the checkpoint at 2 is its starting point
+    steps = _record_steps(monkeypatch)
     train(load_config(gfpgan_config, [f"out_dir={interrupted}"]))
-    a, b = _weights(straight), _weights(interrupted)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert _metrics_without_time(straight) == _metrics_without_time(interrupted)
+    assert steps == [2, 3]
+    _assert_same_training_state(straight, interrupted)
     assert (straight / "val" / "step_0000004.png").is_file()
+    # the generator's noise comes from the saved RNG: without it, the same two steps end elsewhere
+    train(load_config(gfpgan_config, [f"out_dir={without_rng}"]))
+    assert _generators_differ(straight, without_rng)
 
 
 TINY_INSTANTRESTORE = """model:
@@ -213,15 +270,20 @@ losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 1.0, adversarial: 0.5, r1
     return config
 
 
-def test_instantrestore_resume_is_bit_identical(tmp_path: Path, instantrestore_config: Path):
+def test_instantrestore_resume_is_bit_identical(tmp_path: Path, instantrestore_config: Path,
+                                                monkeypatch: pytest.MonkeyPatch):
     straight, interrupted = tmp_path / "ir_straight", tmp_path / "ir_interrupted"
     final = train_main(str(instantrestore_config), [f"out_dir={straight}"])
     train_main(str(instantrestore_config), [f"out_dir={interrupted}", "steps=1"])
+    without_rng = _resume_without_rng_state(interrupted, tmp_path / "ir_without_rng",
+                                            load_config(instantrestore_config).seed)
+    steps = _record_steps(monkeypatch)
     train_main(str(instantrestore_config), [f"out_dir={interrupted}"])
-    a, b = _weights(straight), _weights(interrupted)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert _metrics_without_time(straight) == _metrics_without_time(interrupted)
+    assert steps == [1]
+    _assert_same_training_state(straight, interrupted)
+    # reference dropout, the diffusion noise and the timestep are drawn from the saved RNG
+    train_main(str(instantrestore_config), [f"out_dir={without_rng}"])
+    assert _generators_differ(straight, without_rng)
     header = (straight / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "landmark" in header and "l1_for_lpips" in header and "d_loss" in header
     notes = (straight / "notes.txt").read_text()

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from instantrestore.data.prepare import load_index
 from instantrestore.degradations import DegradationPreset, apply_degradation, get_preset, sample_parameters
+from instantrestore.errors import ConfigError
 from instantrestore.imageio import read_image
 
 
@@ -54,7 +55,7 @@ class FaceRestorationDataset(Dataset):
         presets = [preset] if isinstance(preset, (str, DegradationPreset)) else list(preset)
         self.presets = [get_preset(p) for p in presets]
         if not self.presets:
-            raise ValueError("preset: give at least one degradation preset")
+            raise ConfigError("preset: give at least one degradation preset")
         self.split = split
         self.size = size
         self.num_refs = num_refs
@@ -62,7 +63,7 @@ class FaceRestorationDataset(Dataset):
         self._people = self.index.people(split)
         if not self._people:
             known = sorted(set(self.index.splits.values()))
-            raise ValueError(f"{data_dir}: no people in split {split!r} (splits: {', '.join(known)}, all)")
+            raise ConfigError(f"{data_dir}: no people in split {split!r} (splits: {', '.join(known)}, all)")
         self.items = [(person, name) for person in self._people for name in self.index.photos(person)]
         # Landmarks are small: read every record once instead of per sample.
         self._landmarks = {item: self.index.landmarks(*item) for item in self.items}

@@ -276,6 +276,7 @@ class DataIndex:
     size: int
     splits: dict[str, str]  # person -> split
     photos_by_person: dict[str, tuple[str, ...]]
+    split_source: str  # "csv", or "hash (20% val)" when prepared without a splits file
 
     def people(self, split: str = "all") -> list[str]:
         """People of a split ("all" for every person), sorted."""
@@ -308,6 +309,7 @@ def load_index(data_dir: str | os.PathLike) -> DataIndex:
         people = manifest["people"]
         return DataIndex(root=root, size=int(manifest["size"]),
                          splits={person: entry["split"] for person, entry in people.items()},
-                         photos_by_person={person: tuple(entry["photos"]) for person, entry in people.items()})
+                         photos_by_person={person: tuple(entry["photos"]) for person, entry in people.items()},
+                         split_source=manifest["split_source"])
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path}: not a prepare-data manifest ({err})") from None

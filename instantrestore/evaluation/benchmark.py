@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from instantrestore.data.prepare import DataIndex, load_index
 from instantrestore.degradations import degrade, get_preset
+from instantrestore.errors import ConfigError
 from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
                                                identity_similarity, landmark_distance, lpips_metric, ms_ssim,
                                                paired_difference, psnr, ssim)
@@ -279,7 +280,7 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     presets = [get_preset(p).name for p in presets]
     num_refs = sorted(set(int(k) for k in num_refs))
     if any(k < 0 for k in num_refs):
-        raise ValueError(f"num_refs must be >= 0, got {num_refs}")
+        raise ConfigError(f"num_refs must be >= 0, got {num_refs}")
     if models is None:
         models = list(DEFAULT_MODELS)
     methods = dict(models) if isinstance(models, dict) else dict(_labelled(m) for m in models)
@@ -287,7 +288,8 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     cases, left_out = benchmark_cases(index, split, max(num_refs), max_people, people)
     if not cases:
         chosen = f" matching {people!r}" if people is not None else ""
-        raise ValueError(f"{data_dir}: no person{chosen} in split {split!r} has a target and {max(num_refs)} other photos")
+        raise ConfigError(f"{data_dir}: no person{chosen} in split {split!r} has a target and {max(num_refs)} "
+                          f"other photos")
     scorer = FaceScorer(identity_model_path, device="cpu")
     fingerprint = {"data": str(Path(data_dir).resolve()), "split": split, "seed": seed,
                    "cases": [[c.person, c.target, list(c.references)] for c in cases],

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from instantrestore.errors import NoFaceError, WeightsError
+from instantrestore.errors import ConfigError, NoFaceError, WeightsError
 from instantrestore.imageio import to_rgb_array
 from instantrestore.references import ReferenceCache
 
@@ -25,11 +25,16 @@ ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]  # a path is read w
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """"auto" takes CUDA when present; a device this machine lacks is a one-line ConfigError."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {str(device)!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available on this machine; use cpu or auto")
+    return resolved
 
 
 def image_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:

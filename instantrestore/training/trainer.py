@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from instantrestore import losses
 from instantrestore.data.dataset import FaceRestorationDataset
+from instantrestore.errors import ConfigError
 from instantrestore.imageio import write_image
 from instantrestore.training.config import TrainConfig, load_config
 from instantrestore.training.recipes import Recipe, build_recipe
@@ -225,7 +226,7 @@ def train(config: TrainConfig) -> Path:
     try:
         val_set = FaceRestorationDataset(config.data.data_dir, "val", config.data.size, config.data.preset,
                                          config.data.num_refs, config.seed)
-    except ValueError:  # no validation people in this data directory
+    except ConfigError:  # no validation people in this data directory
         val_set = None
 
     # model, via the recipe

@@ -199,6 +199,7 @@ class IdentityLoss(torch.nn.Module):
     """
 
     INPUT_SIZE = 112
+    model_name = "arcface"  # recorded in the exported model's config.json as its "identity_loss_model"
 
     def __init__(self, weights_path: str | None) -> None:
         super().__init__()

@@ -75,7 +75,7 @@ def test_tfjs_executor_rejects_truncated_weights(tmp_path):
 def test_identity_backends_by_name(tmp_path, monkeypatch):
     assert {"dlib", "faceres"} <= set(IDENTITY_BACKENDS)
     assert load_identity_model("dlib").name == "dlib"
-    with pytest.raises(WeightsError, match="not one of dlib"):
+    with pytest.raises(WeightsError, match="unknown identity net"):
         load_identity_model("vggface")
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
     with pytest.raises(WeightsError, match="scripts/fetch_faceres.py"):
@@ -123,3 +123,14 @@ def test_faceres_ranks_same_person_above_different(shared, faceres_weights, monk
         (same if names[i][:3] == names[j][:3] else different).append(float(embeddings[i] @ embeddings[j]))
     assert len(same) == 5 and len(different) == 40
     assert min(same) > FaceResIdentity.same_person_threshold > max(different)
+
+
+def test_restore_report_scores_with_the_chosen_net(shared, faceres_weights, tmp_path):
+    images = shared / "data" / "frll" / "images" / "010"
+    argv = ["restore", str(images / "010_03.jpg"), "--refs", str(images / "010_08.jpg"), str(images / "010_02.jpg"),
+            "--model", "bicubic", "--identity-model", "faceres", "-o", str(tmp_path), "-q"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["identity_model"] == "faceres"
+    [score] = report["inputs"][0]["identity"]
+    assert FaceResIdentity.same_person_threshold < score <= 1  # bicubic leaves the face as it was

@@ -210,6 +210,6 @@ def load_identity_model(name_or_path: str | os.PathLike | None = None) -> Identi
     if str(name_or_path) in IDENTITY_BACKENDS:
         return IDENTITY_BACKENDS[str(name_or_path)]()
     if Path(name_or_path).suffix.lower() != ".onnx":
-        raise WeightsError(f"--identity-model {name_or_path}: not one of {', '.join(IDENTITY_BACKENDS)} "
-                           f"nor an ArcFace .onnx file")
+        raise WeightsError(f"--identity-model {name_or_path}: unknown identity net (choose "
+                           f"{', '.join(IDENTITY_BACKENDS)} or an ArcFace .onnx file)")
     return ArcFaceIdentity(name_or_path)

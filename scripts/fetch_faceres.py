@@ -37,7 +37,7 @@ def fetch(target: Path) -> None:
         raise RuntimeError(f"npm is not installed; on a machine with npm run `npm pack {FACERES_NPM_PACKAGE}` and "
                            f"copy package/models/faceres.json and faceres.bin into {target}")
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(["npm", "pack", FACERES_NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True,
+        done = subprocess.run(["npm", "pack", FACERES_NPM_PACKAGE, "--silent", "--prefer-offline"], cwd=tmp, capture_output=True,
                               text=True, timeout=600)
         tarballs = list(Path(tmp).glob("*.tgz"))
         if done.returncode != 0 or not tarballs:

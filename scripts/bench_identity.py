@@ -28,10 +28,7 @@ from instantrestore.faces import FaceAnalyzer, load_identity_model
 from instantrestore.faces.detect import shared_dir
 from instantrestore.imageio import read_image, write_bytes
 
-import sys
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_faces import frll_photos  # noqa: E402  (the same photo list as the face benchmark)
+from bench_faces import frll_photos  # scripts/ is on the path when run as a script: the face benchmark's photos
 
 
 def separation(cosine: np.ndarray, same: np.ndarray) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import hashlib
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from instantrestore.data.prepare import DataIndex, load_index
 from instantrestore.degradations import degrade, get_preset
 from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
-                                               identity_similarity, landmark_distance, lpips_metric, ms_ssim,
+                                               landmark_distance, lpips_metric, ms_ssim,
                                                paired_difference, psnr, ssim)
 from instantrestore.faces import load_identity_model
 from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
@@ -133,6 +134,7 @@ class FaceScorer:
         if identity_model_path not in (None, "dlib", "faceres"):
             model = load_identity_model(identity_model_path)
             self.identity_models[identity_column(model)] = model
+        self._target_embeddings: dict[tuple[str, bytes], np.ndarray] = {}
         predictor = LandmarkPredictor()
         # Crops are aligned: dlib's predictor runs in the fixed box where the face sits (faces/identity.py).
         self.landmarks_68 = lambda crop: predictor(crop, ALIGNED_FACE_BOX * LMD_SIZE)
@@ -148,6 +150,15 @@ class FaceScorer:
         the same nets score them, so fetching faceres later fills its column on the next run."""
         return [name for name in self.metric_names if self.identity_models.get(name, True) is not None]
 
+    def identity(self, column: str, restored: np.ndarray, target: np.ndarray) -> float:
+        """Cosine similarity of unit descriptors, as `identity_similarity`; each ground truth is embedded once
+        per net, not once per cell (every method and k is scored against the same targets)."""
+        model = self.identity_models[column]
+        key = (column, hashlib.sha1(np.ascontiguousarray(target)).digest())
+        if key not in self._target_embeddings:
+            self._target_embeddings[key] = model.embed([target])[0]
+        return float(np.dot(model.embed([restored])[0].astype(np.float64), self._target_embeddings[key]))
+
     def score(self, restored: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
         scores: dict[str, float | None] = {"psnr": psnr(restored, target), "ssim": ssim(restored, target)}
         try:
@@ -155,7 +166,7 @@ class FaceScorer:
         except ValueError:  # crops too small for five scales
             scores["ms_ssim"] = None
         for column, model in self.identity_models.items():
-            scores[column] = identity_similarity([restored], [target], model)[0] if model is not None else None
+            scores[column] = self.identity(column, restored, target) if model is not None else None
         scores["lmd"] = landmark_distance(restored, target, self.landmarks_68)
         scores["lpips"] = self.lpips(restored, target) if self.lpips is not None else None
         return scores

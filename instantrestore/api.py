@@ -35,12 +35,15 @@ def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restore
     if kind == "gfpgan":
         from instantrestore.models.gfpgan_restorer import GFPGANRestorer
 
-        return GFPGANRestorer.from_pretrained(path, device=device, **kwargs)
-    if kind == "instantrestore":
+        restorer = GFPGANRestorer.from_pretrained(path, device=device, **kwargs)
+    elif kind == "instantrestore":
         from instantrestore.models.ir_restorer import InstantRestoreRestorer
 
-        return InstantRestoreRestorer.from_pretrained(path, device=device, **kwargs)
-    raise WeightsError(f"{config_file}: unknown restorer {kind!r} (expected 'gfpgan' or 'instantrestore')")
+        restorer = InstantRestoreRestorer.from_pretrained(path, device=device, **kwargs)
+    else:
+        raise WeightsError(f"{config_file}: unknown restorer {kind!r} (expected 'gfpgan' or 'instantrestore')")
+    restorer.identity_loss_model = config.get("identity_loss_model")  # written by the trainer
+    return restorer
 
 
 def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",

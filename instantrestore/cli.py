@@ -116,7 +116,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             cache = None
 
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
-              "references": ref_report, "inputs": []}
+              "identity_model": args.identity_model or "dlib", "references": ref_report, "inputs": []}
     failed = 0
     for path in tqdm(inputs, desc="restore", unit="photo", disable=args.quiet):
         start = time.perf_counter()
@@ -311,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, model: bool = False) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--detector", default="default", help="face detector: default (YuNet), dlib, or an .onnx path (YuNet or SCRFD)")
-        p.add_argument("--identity-model", default=None, metavar="PATH",
-                       help="ArcFace ONNX model for identity scores (default: dlib's descriptor, offline)")
+        p.add_argument("--identity-model", default=None, metavar="NAME|PATH",
+                       help="identity net for the scores: dlib (default, offline), faceres (fetched by "
+                            "`python scripts/fetch_faceres.py`), or an ArcFace .onnx file")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if model:
             p.add_argument("--model", default="default", help="model name or path (default, gfpgan, bicubic, DIR, .pth)")

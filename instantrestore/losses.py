@@ -212,9 +212,11 @@ class IdentityLoss(torch.nn.Module):
             from instantrestore.faces.dlib_resnet import DlibDescriptor
 
             self.name = "dlib-resnet (dlib's face descriptor, packaged PyTorch port)"
+            self.model_name = "dlib-torch"  # recorded in the exported model's config.json ("identity_loss_model")
             self.network = DlibDescriptor()
             return
         self.name = f"arcface ({weights_path})"
+        self.model_name = "arcface"
         if not Path(weights_path).is_file():
             self.reason = f"{weights_path}: no such ArcFace ONNX file"
         elif importlib.util.find_spec("onnx2torch") is None:

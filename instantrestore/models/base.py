@@ -71,6 +71,9 @@ class Restorer(ABC):
     name: str = "restorer"
     face_size: int = 512
     uses_references: bool = False
+    # The identity net whose loss trained this model (its config.json's "identity_loss_model"), None if none:
+    # the benchmark says so, since that net's score is then partly the training target.
+    identity_loss_model: str | None = None
 
     def __init__(self, device: str | torch.device = "auto", identity_model_path: str | None = None,
                  detector: str = "default") -> None:

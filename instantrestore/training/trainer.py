@@ -34,7 +34,7 @@ from tqdm import tqdm
 from instantrestore import losses
 from instantrestore.data.dataset import FaceRestorationDataset
 from instantrestore.errors import ConfigError
-from instantrestore.imageio import write_image
+from instantrestore.imageio import write_bytes, write_image
 from instantrestore.training.config import TrainConfig, load_config
 from instantrestore.training.recipes import Recipe, build_recipe
 
@@ -352,8 +352,19 @@ def train(config: TrainConfig) -> Path:
     if accelerator.is_main_process:
         model = ema.module if ema is not None else accelerator.unwrap_model(generator)
         recipe.save_pretrained(model, final)
+        if recipe.identity is not None and recipe.identity.available:
+            record_identity_loss_model(final, recipe.identity.model_name)
     accelerator.wait_for_everyone()
     return final
+
+
+def record_identity_loss_model(model_dir: Path, identity_net: str) -> None:
+    """Mark the exported model's config.json with the identity net its loss used; the benchmark reports it
+    next to that net's scores, which are then partly the training target, not an independent measurement."""
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["identity_loss_model"] = identity_net
+    write_bytes(config_file, json.dumps(config, indent=1).encode())
 
 
 def train_main(config_path: str, overrides: list[str]) -> Path:

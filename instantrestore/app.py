@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -51,7 +53,7 @@ class SessionReferences:
     cache: ReferenceCache | None
     report: dict                # the report.json "references" section
     messages: list[str]
-    cache_file: Path | None     # the cache saved for download
+    cache_file: Path | None     # this restore's copy of the cache, for download
 
 
 def _digest(path: str) -> str:
@@ -80,6 +82,14 @@ class RestoreApp:
     def close(self) -> None:
         self._workdir.cleanup()
 
+    def _new_output_folder(self, keep_seconds: float = 3600) -> Path:
+        """A fresh folder for one restore; those of restores older than `keep_seconds` are removed (gradio
+        has served copies of their files from its own cache by then)."""
+        for old in self.workdir.iterdir():
+            if time.time() - old.stat().st_mtime > keep_seconds:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.workdir))
+
     # ------------------------------------------------------------------------------------- references
     def references(self, restorer: Restorer, files: list[str], num_refs: int,
                    session: SessionReferences | None, out: Path) -> SessionReferences:
@@ -95,12 +105,13 @@ class RestoreApp:
             path = Path(caches[0])
             cache = ReferenceCache.load(path)
             return SessionReferences((), cache, {"files": [path.name], "used": len(cache), "notes": cache.notes},
-                                     [f"references: {len(cache)} faces from the saved cache {path.name}"], path)
+                                     [f"references: {len(cache)} faces from the saved cache {path.name}"], None)
 
         key = (restorer.model_id, num_refs, tuple(_digest(f) for f in photos))
         if session is not None and session.key == key:
             reused = f"references: this session's encoding of {session.report['used']} faces reused (not encoded again)"
-            return SessionReferences(key, session.cache, session.report, [reused] + session.messages, session.cache_file)
+            cache_file = session.cache.save(out / "references.safetensors") if session.cache is not None else None
+            return SessionReferences(key, session.cache, session.report, [reused] + session.messages, cache_file)
         cache, report, messages = cli.encode_reference_files(restorer, [Path(f) for f in photos], num_refs)
         report["files"] = [Path(f).name for f in photos]
         messages = [_one_line(message, [Path(f) for f in photos]) for message in messages]
@@ -116,7 +127,7 @@ class RestoreApp:
         if not photo:
             return ("error: upload a photo to restore first", *empty, session)
         path = Path(photo)
-        out = Path(tempfile.mkdtemp(dir=self.workdir))
+        out = self._new_output_folder()
         try:
             progress(0.05, desc=f"loading model {model}")
             restorer = self.restorer(model)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import urlsplit
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,9 @@ def test_reference_cache_is_kept_downloaded_and_reloaded(page_app, shared, tmp_p
     assert [caption.startswith("face ") and "identity" in caption for _, caption in faces] == [True] * len(faces)
     cache_file = next(Path(f) for f in downloads if f.endswith(".safetensors"))
 
-    status, *_ = _restore(page_app, shared / PHOTO, refs, session)
+    status, _, _, _, downloads_again, _ = _restore(page_app, shared / PHOTO, refs, session)
     assert "reused (not encoded again)" in status
+    assert any(f.endswith(".safetensors") for f in downloads_again)
 
     uploaded = shutil.copy(cache_file, tmp_path / "grandma.safetensors")
     status, _, _, used, _, _ = _restore(page_app, shared / PHOTO, [uploaded])
@@ -153,6 +155,7 @@ def browser(tmp_path_factory):
     options.binary_location = str(CHROMIUM)  # with the driver's path below: no Selenium Manager download
     for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver
     driver.quit()  # ends chromium and chromedriver
@@ -214,6 +217,12 @@ def test_browser_shows_what_the_cli_writes(served, browser, shared, tmp_path):
     assert report["inputs"][0]["identity"] == cli_report["inputs"][0]["identity"]
     assert any(link.endswith("/references.safetensors") for link in links)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#faces img")) == len(cli_report["inputs"][0]["identity"])
+
+    requested = {json.loads(entry["message"])["message"]["params"]["request"]["url"]
+                 for entry in browser.get_log("performance") if '"Network.requestWillBeSent"' in entry["message"]}
+    network = {url for url in requested if urlsplit(url).scheme in ("http", "https", "ws", "wss")}
+    outside = {url for url in network if urlsplit(url).netloc != urlsplit(served).netloc}
+    assert network and not outside, f"the page fetched from elsewhere: {sorted(outside)[:5]}"
 
     if os.environ.get("INSTANTRESTORE_SCREENSHOT"):  # the README's screenshot: `make screenshot`
         _save_screenshot(browser, Path(os.environ["INSTANTRESTORE_SCREENSHOT"]))

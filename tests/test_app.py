@@ -94,6 +94,16 @@ def test_reference_cache_is_kept_downloaded_and_reloaded(page_app, shared, tmp_p
     assert report["inputs"][0]["input"] == "Blake_Lively.jpg" and report["references"]["used"] == 2
 
 
+def test_model_choices_are_what_loads_offline(page_app, tmp_path, monkeypatch):
+    from instantrestore.app import model_choices
+
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
+    assert model_choices() == ["default", "gfpgan", "bicubic"]
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "GFPGANv1.4.pth").write_bytes(b"present")  # official weights put in place by hand
+    assert model_choices("runs/mine/final") == ["runs/mine/final", "default", "gfpgan", "bicubic", "gfpgan-v1.4"]
+
+
 def test_missing_gradio_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` fail
     monkeypatch.delitem(sys.modules, "instantrestore.app", raising=False)

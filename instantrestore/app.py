@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-# Set before gradio is imported: no telemetry, no version check; the page must work offline.
+import gradio as gr
+import numpy as np
+
+from instantrestore import cli
+from instantrestore.api import load_restorer, packaged_model_available
+from instantrestore.errors import InstantRestoreError
+from instantrestore.imageio import read_image, write_bytes
+from instantrestore.models.base import Restorer
+from instantrestore.models.registry import REGISTERED_WEIGHTS, weights_dir
+from instantrestore.references import ReferenceCache
+
+# No telemetry and no version check (gradio reads this when it would send them): the page works offline.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-
-import gradio as gr  # noqa: E402  (after the environment above)
-import numpy as np  # noqa: E402
-
-from instantrestore import cli  # noqa: E402
-from instantrestore.api import load_restorer, packaged_model_available  # noqa: E402
-from instantrestore.errors import InstantRestoreError  # noqa: E402
-from instantrestore.imageio import read_image, write_bytes  # noqa: E402
-from instantrestore.models.base import Restorer  # noqa: E402
-from instantrestore.models.registry import REGISTERED_WEIGHTS, weights_dir  # noqa: E402
-from instantrestore.references import ReferenceCache  # noqa: E402
 
 MAX_REFERENCES = 8
 PHOTO_KINDS = ["auto-detect", "whole photo", "aligned face crop"]

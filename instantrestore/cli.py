@@ -13,9 +13,14 @@ import time
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
 from instantrestore.imageio import IMAGE_EXTENSIONS, is_image_path, read_image, write_bytes, write_image
+
+if TYPE_CHECKING:  # torch stays unimported until a command needs it
+    from instantrestore.models.base import Restorer
+    from instantrestore.references import ReferenceCache
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -76,14 +81,35 @@ def _load(args: argparse.Namespace):
                          identity_model_path=args.identity_model, detector=args.detector)
 
 
-def _read_references(files: list[Path]) -> list:
-    images = []
+def _read_references(files: list[Path]) -> tuple[list, list[str]]:
+    """The readable references, and a warning line for each one that is not."""
+    images, warnings = [], []
     for path in files:
         try:
             images.append(read_image(path))
         except InstantRestoreError as err:
-            print(f"warning: reference skipped: {_named(path, err)}", file=sys.stderr)
-    return images
+            warnings.append(f"warning: reference skipped: {_named(path, err)}")
+    return images, warnings
+
+
+def encode_reference_files(restorer: Restorer, files: list[Path],
+                           num_refs: int) -> tuple[ReferenceCache | None, dict, list[str]]:
+    """`restore`'s references (shared with the web app): the cache (None when no face is usable), the
+    report.json section, and the lines to show the user."""
+    images, messages = _read_references(files)
+    cache = restorer.encode_references(images, num_refs=num_refs)
+    ref_report = {"files": [str(p) for p in files], "used": len(cache), "notes": cache.notes}
+    messages += [f"references: {note}" for note in cache.notes]
+    if len(cache) == 0:
+        messages.append("warning: no usable reference face; restoring blind")
+        cache = None
+    return cache, ref_report, messages
+
+
+def new_report(model: str, ref_report: dict, identity_model: str = "dlib") -> dict:
+    """report.json of `restore`, before its inputs."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
+            "identity_model": identity_model, "references": ref_report, "inputs": []}
 
 
 # ----------------------------------------------------------------------------------------- restore
@@ -106,28 +132,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     cache, ref_report = None, {"files": [], "used": 0, "notes": []}
     if args.refs and args.num_refs > 0:
-        files = _reference_files(args.refs)
-        cache = restorer.encode_references(_read_references(files), num_refs=args.num_refs)
-        ref_report = {"files": [str(p) for p in files], "used": len(cache), "notes": cache.notes}
-        for note in cache.notes:
-            print(f"references: {note}", file=sys.stderr)
-        if len(cache) == 0:
-            print("warning: no usable reference face; restoring blind", file=sys.stderr)
-            cache = None
+        cache, ref_report, messages = encode_reference_files(restorer, _reference_files(args.refs), args.num_refs)
+        for message in messages:
+            print(message, file=sys.stderr)
 
-    report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
-              "identity_model": args.identity_model or "dlib", "references": ref_report, "inputs": []}
+    report = new_report(args.model, ref_report, args.identity_model or "dlib")
     failed = 0
     for path in tqdm(inputs, desc="restore", unit="photo", disable=args.quiet):
-        start = time.perf_counter()
-        entry = {"input": str(path), "status": "ok", "faces": 0, "identity": [], "outputs": [], "warnings": []}
-        try:
-            entry.update(_restore_one(path, restorer, cache, args, out, input_set))
-        except (InstantRestoreError, FileExistsError, OSError) as err:
+        entry = restore_photo(path, restorer, cache, args, out, input_set)
+        if entry["status"] != "ok":
             failed += 1
-            entry["status"] = _named(path, err)
             _err(entry["status"])
-        entry["seconds"] = round(time.perf_counter() - start, 3)
         for warning in entry["warnings"]:
             print(f"warning: {path}: {warning}", file=sys.stderr)
         report["inputs"].append(entry)
@@ -136,6 +151,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
     done = len(inputs) - failed
     print(f"restored {done}/{len(inputs)} photos -> {out} (report: {out / 'report.json'})")
     return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def restore_photo(path: Path, restorer: Restorer, cache: ReferenceCache | None, args: argparse.Namespace,
+                  out: Path, input_set: set[Path]) -> dict:
+    """One input of `restore` (shared with the web app): outputs written under `out`, and its report.json
+    entry, with a one-line `status` naming the file when it failed."""
+    start = time.perf_counter()
+    entry = {"input": str(path), "status": "ok", "faces": 0, "identity": [], "outputs": [], "warnings": []}
+    try:
+        entry.update(_restore_one(path, restorer, cache, args, out, input_set))
+    except (InstantRestoreError, FileExistsError, OSError) as err:
+        entry["status"] = _named(path, err)
+    entry["seconds"] = round(time.perf_counter() - start, 3)
+    return entry
 
 
 def _output_paths(path: Path, args: argparse.Namespace, out: Path, has_alpha: bool) -> Path:
@@ -281,7 +310,12 @@ def cmd_identity(args: argparse.Namespace) -> int:
     query_crops, notes = analyzer.reference_crops([read_image(args.a)], 512, model)
     if not query_crops:
         raise InstantRestoreError(f"{args.a}: no face found")
-    ref_images = [read_image(args.b)] if args.b else _read_references(ref_paths)  # a missing B fails like A
+    if args.b:
+        ref_images = [read_image(args.b)]  # a missing B fails like A
+    else:
+        ref_images, read_warnings = _read_references(ref_paths)
+        for warning in read_warnings:
+            print(warning, file=sys.stderr)
     ref_crops, ref_notes = analyzer.reference_crops(ref_images, 512, model)
     if not ref_crops:
         raise InstantRestoreError("no face found in the references")
@@ -300,6 +334,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from instantrestore.demo import run_demo
 
     run_demo(_output_dir(args.output), device=args.device)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- app
+def cmd_app(args: argparse.Namespace) -> int:
+    try:
+        from instantrestore.app import serve
+    except ImportError as err:
+        if err.name != "gradio":
+            raise
+        raise UsageError("the web app needs gradio: pip install 'instantrestore[app]'") from None
+    serve(model=args.model, host=args.host, port=args.port, share=args.share, device=args.device)
     return EXIT_OK
 
 
@@ -386,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo_out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("app", help="the web page: restore a photo in the browser (needs instantrestore[app])")
+    p.add_argument("--model", default="default", help="model selected first (default, gfpgan, bicubic, DIR, .pth)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the local network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link (online only)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_app)
     return parser
 
 

@@ -126,7 +126,9 @@ class Restorer(ABC):
         if num_refs is not None:
             faces = faces[:num_refs]
         if not faces:
-            return ReferenceCache.empty(self.face_size, self.model_id)
+            empty = ReferenceCache.empty(self.face_size, self.model_id)
+            empty.notes = notes  # why no reference was usable
+            return empty
         identity = self.identity_model.embed(faces)
         features = {}
         if self.uses_references:

@@ -4,8 +4,9 @@
 
 `npm pack @upscalerjs/esrgan-medium@1.0.0` in a temporary directory (its sha256 is checked), read each
 Keras layers model (model.json + weight shards, float32 in manifest order), check that its topology is
-the RDN that `instantrestore.models.rdn.RDN` implements, and write config.json + model.safetensors
-(float16: the port stays within 1/255 of TF.js, see tests/test_upsample.py).
+the RDN that `instantrestore.models.rdn.RDN` implements, check it against the package's own sample
+output (assets/samples), and write config.json + model.safetensors (float16: the port stays within
+1/255 of TF.js, see tests/test_upsample.py).
 """
 
 from __future__ import annotations
@@ -103,6 +104,21 @@ def convert(model_dir: Path) -> RDN:
     return model
 
 
+def check_against_package_sample(model: RDN, package: Path, scale: int) -> float:
+    """Largest difference, in grey levels, from the package's own sample output (assets/samples/{s}x/result.png,
+    made by UpscalerJS from assets/fixture.png); more than 1 means the port or its input range is wrong."""
+    from PIL import Image
+
+    low = np.asarray(Image.open(package / "assets" / "fixture.png").convert("RGB"), np.float32)
+    expected = np.asarray(Image.open(package / "assets" / "samples" / f"{scale}x" / "result.png").convert("RGB"))
+    with torch.no_grad():
+        out = model(torch.from_numpy(low).permute(2, 0, 1)[None])[0].permute(1, 2, 0).clamp(0, 255).round().numpy()
+    difference = float(np.abs(out - expected).max())
+    if difference > 1:
+        raise SystemExit(f"x{scale}: differs from the package's sample output by {difference:.0f} grey levels")
+    return difference
+
+
 def save_upsampler(model: RDN, directory: Path, source: dict, fp16: bool = True) -> None:
     dtype = torch.float16 if fp16 else torch.float32
     state = {key: value.to(dtype).contiguous() for key, value in model.state_dict().items()}
@@ -120,11 +136,13 @@ def main() -> None:
         package = fetch_package(Path(tmp))
         for scale in SCALES:
             model = convert(package / "models" / f"x{scale}")
+            difference = check_against_package_sample(model, package, scale)
             target = Path(args.output) / f"esrgan_medium_x{scale}"
             source = {"npm": PACKAGE, "file": f"models/x{scale}/model.json", "tarball_sha256": PACKAGE_SHA256,
                       "license": "MIT", "dataset": "DIV2K"}
             save_upsampler(model, target, source, fp16=not args.fp32)
-            print(f"{PACKAGE} x{scale} -> {target} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+            print(f"{PACKAGE} x{scale} -> {target} ({sum(p.numel() for p in model.parameters()):,} parameters; "
+                  f"at most {difference:.0f} grey level from the package's sample output)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Background upsamplers: the packaged RDNs against TF.js itself, tiling, RRDBNet's official layout, -s 2."""
 
 import json
+import sys
+import types
 import urllib.error
 from pathlib import Path
 
@@ -135,9 +137,10 @@ def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
         load_upsampler(tmp_path / "junk.pth")
     assert "junk.pth" in one_line(err)
     torch.save({"params_ema": RDN(scale=2, num_blocks=1).state_dict()}, tmp_path / "other.pth")
+    monkeypatch.setitem(sys.modules, "spandrel", None)  # as where the zoo extra is not installed
     with pytest.raises(WeightsError) as err:
         load_upsampler(tmp_path / "other.pth")
-    assert "not an RRDBNet" in one_line(err)
+    assert "not an RRDBNet" in one_line(err) and "instantrestore[zoo]" in one_line(err)
     # offline, a registered Real-ESRGAN file says which URL to fetch and where to put it
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
 
@@ -150,6 +153,28 @@ def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
     message = one_line(err)
     assert registry.REGISTERED_WEIGHTS["realesrgan-x4"].url in message
     assert str(tmp_path / "weights" / "RealESRGAN_x4plus.pth") in message
+
+
+def test_other_architectures_go_through_spandrel(tmp_path, monkeypatch):
+    """The glue to spandrel's loader, with a stand-in module (spandrel's torchvision does not import here)."""
+    net = RDN(scale=4, num_blocks=1)
+    loaded = []
+
+    class Descriptor:
+        model, scale, input_channels = net, 4, 3
+        size_requirements = types.SimpleNamespace(multiple_of=2)
+
+    class ModelLoader:
+        def load_from_state_dict(self, state):
+            loaded.append(state)
+            return Descriptor()
+
+    fake = types.SimpleNamespace(ModelLoader=ModelLoader, ImageModelDescriptor=Descriptor)
+    monkeypatch.setitem(sys.modules, "spandrel", fake)
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "rdn_x4.pth")
+    upsampler = load_upsampler(tmp_path / "rdn_x4.pth", device="cpu")
+    assert upsampler.net is net and upsampler.scale == 4 and upsampler.size_multiple == 2
+    assert set(loaded[0]) == set(net.state_dict())  # read by us (weights_only), unwrapped from params_ema
 
 
 # ---------------------------------------------------------------- whole photos

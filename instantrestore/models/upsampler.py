@@ -6,8 +6,9 @@ is only interpolated and a sharp face sits in a soft photo. Names:
     esrgan-x2, esrgan-x4        packaged, offline: UpscalerJS's esrgan-medium RDN (MIT, DIV2K, bicubic ×s)
     realesrgan-x2, realesrgan-x4 the official RealESRGAN_x2plus / x4plus release files (BSD-3-Clause),
                                 downloaded into the weights cache when online
-    DIR | FILE                  a converted directory (config.json + model.safetensors), or an RRDBNet
-                                checkpoint (.pth / .safetensors in the official key layout)
+    DIR | FILE                  a converted directory (config.json + model.safetensors), an RRDBNet
+                                checkpoint (.pth / .safetensors in the official key layout), or, with
+                                the `zoo` extra (spandrel), any architecture spandrel recognises
     none                        Lanczos interpolation, as before
 
 Photos go through the net in overlapping tiles, so a 4000×3000 photo fits in memory: each tile is
@@ -168,7 +169,7 @@ def _load_rrdbnet(path: Path, name: str, **options) -> BackgroundUpsampler:
 
     state = _read_state_dict(path)
     if "conv_first.weight" not in state or "body.0.rdb1.conv1.weight" not in state:
-        raise WeightsError(f"{path}: not an RRDBNet (Real-ESRGAN) checkpoint; other architectures are not supported")
+        return _load_with_spandrel(path, state, name, **options)
     try:
         config = rrdbnet_config_from_state_dict(state)
     except ValueError as err:
@@ -176,6 +177,24 @@ def _load_rrdbnet(path: Path, name: str, **options) -> BackgroundUpsampler:
     net = RRDBNet(**config)
     _load_state(net, state, path)
     return BackgroundUpsampler(net, net.scale, name, pixel_range=1.0, size_multiple=net.unshuffle, **options)
+
+
+def _load_with_spandrel(path: Path, state: dict[str, torch.Tensor], name: str, **options) -> BackgroundUpsampler:
+    """Any other super-resolution architecture that spandrel recognises from its state dict (the `zoo` extra)."""
+    try:
+        import spandrel
+    except Exception as err:  # absent (ImportError), or its torchvision built for another torch (RuntimeError)
+        raise WeightsError(f"{path}: not an RRDBNet (Real-ESRGAN) checkpoint; other architectures need spandrel "
+                           f"(pip install 'instantrestore[zoo]'; here: {type(err).__name__})") from None
+    try:  # from the state dict we read (torch.load weights_only): spandrel does not unpickle the file itself
+        descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception as err:  # spandrel raises several kinds for unknown or mismatched architectures
+        first_line = str(err).strip().split("\n")[0][:120]
+        raise WeightsError(f"{path}: spandrel does not recognise this architecture ({first_line})") from None
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.input_channels != 3:
+        raise WeightsError(f"{path}: {descriptor.architecture.name} is not an RGB image-to-image model")
+    multiple = max(descriptor.size_requirements.multiple_of, 1)
+    return BackgroundUpsampler(descriptor.model, descriptor.scale, name, size_multiple=multiple, **options)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -180,8 +180,10 @@ class Restorer(ABC):
         from instantrestore.models.upsampler import BackgroundUpsampler, load_upsampler, shipped_upsampler_name
 
         choice = self.bg_upsampler if choice is None else choice
-        if upscale <= 1 or isinstance(choice, BackgroundUpsampler):
-            return choice if upscale > 1 else None
+        if upscale <= 1:
+            return None
+        if isinstance(choice, BackgroundUpsampler):
+            return choice
         name = shipped_upsampler_name(upscale) if choice == "auto" else str(choice)
         if name not in self._loaded_upsamplers:
             self._loaded_upsamplers[name] = load_upsampler(name, self.device, tile=self.bg_tile)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from instantrestore.errors import WeightsError
-from instantrestore.models.base import Restorer
+from instantrestore.models.base import DEFAULT_TILE, Restorer
+from instantrestore.models.upsampler import BackgroundUpsampler
 
 # Weights that ship inside the package (trained on this project's data; see MODEL_CARD.md).
 PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
@@ -47,13 +48,23 @@ def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restore
 
 
 def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",
-                  weights: str | None = None, **kwargs) -> Restorer:
+                  weights: str | None = None, bg_upsampler: str | BackgroundUpsampler = "auto",
+                  bg_tile: int = DEFAULT_TILE, **kwargs) -> Restorer:
     """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`)
     or by path (a `save_pretrained` directory, or an official GFP-GAN `.pth`).
 
     `weights` overrides the file a named model loads (e.g. `gfpgan` with the official GFPGANv1.4.pth).
+    `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (the packaged
+    `esrgan-x2`/`esrgan-x4`), "none" (Lanczos), `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
+    it runs in tiles of `bg_tile` pixels (0: whole photos at once). It is loaded on first use.
     Extra keyword arguments (`identity_model_path`, `detector`) go to the restorer.
     """
+    restorer = _build_restorer(name_or_path, device, weights, **kwargs)
+    restorer.bg_upsampler, restorer.bg_tile = bg_upsampler, bg_tile
+    return restorer
+
+
+def _build_restorer(name_or_path: str, device: str | torch.device, weights: str | None, **kwargs) -> Restorer:
     if name_or_path == "bicubic":
         from instantrestore.models.classical import BicubicRestorer
 

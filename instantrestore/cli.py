@@ -77,8 +77,8 @@ def _reference_files(refs: list[str]) -> list[Path]:
 def _load(args: argparse.Namespace):
     from instantrestore.api import load_restorer
 
-    return load_restorer(args.model, device=args.device, weights=args.weights,
-                         identity_model_path=args.identity_model, detector=args.detector)
+    return load_restorer(args.model, device=args.device, weights=args.weights, bg_upsampler=args.bg_upsampler,
+                         bg_tile=args.bg_tile, identity_model_path=args.identity_model, detector=args.detector)
 
 
 def _read_references(files: list[Path]) -> tuple[list, list[str]]:
@@ -106,10 +106,10 @@ def encode_reference_files(restorer: Restorer, files: list[Path],
     return cache, ref_report, messages
 
 
-def new_report(model: str, ref_report: dict, identity_model: str = "dlib") -> dict:
+def new_report(model: str, ref_report: dict, identity_model: str = "dlib", bg_upsampler: str | None = None) -> dict:
     """report.json of `restore`, before its inputs."""
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
-            "identity_model": identity_model, "references": ref_report, "inputs": []}
+            "identity_model": identity_model, "bg_upsampler": bg_upsampler, "references": ref_report, "inputs": []}
 
 
 # ----------------------------------------------------------------------------------------- restore
@@ -126,9 +126,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(f"--ext {args.ext}: not an image format (auto, {formats})")
     out = _output_dir(args.output)
     input_set = {path.resolve() for path in inputs}
+    if args.upscale < 1 or args.bg_tile < 0:
+        raise UsageError(f"-s {args.upscale} / --bg-tile {args.bg_tile}: expected -s >= 1 and --bg-tile >= 0")
     restorer = _load(args)
     if not args.aligned or args.refs:
         restorer.analyzer  # builds the face detector now: a bad --detector is a usage error, not N failed photos
+    upsampler = None
+    if not args.aligned:
+        upsampler = restorer.background_upsampler(args.upscale)  # loaded now for the same reason
+        if args.upscale == 1 and args.bg_upsampler not in ("auto", "none"):
+            print("note: --bg-upsampler applies with -s 2 or more; the background keeps its size", file=sys.stderr)
 
     cache, ref_report = None, {"files": [], "used": 0, "notes": []}
     if args.refs and args.num_refs > 0:
@@ -136,7 +143,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         for message in messages:
             print(message, file=sys.stderr)
 
-    report = new_report(args.model, ref_report, args.identity_model or "dlib")
+    report = new_report(args.model, ref_report, args.identity_model or "dlib",
+                        None if upsampler is None else upsampler.name)
     failed = 0
     for path in tqdm(inputs, desc="restore", unit="photo", disable=args.quiet):
         entry = restore_photo(path, restorer, cache, args, out, input_set)
@@ -373,7 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-refs", type=int, default=4, help="use up to K references; 0 restores blind")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     p.add_argument("--only-center-face", action="store_true")
-    p.add_argument("-s", "--upscale", type=int, default=1, help="background upscale factor")
+    p.add_argument("-s", "--upscale", type=int, default=1, help="upscale factor of the whole photo")
+    p.add_argument("--bg-upsampler", default="auto", metavar="NAME|PATH",
+                   help="background upsampler with -s > 1: auto (packaged esrgan-x2 / esrgan-x4, MIT, offline), "
+                        "none (Lanczos), realesrgan-x2 / realesrgan-x4 (official Real-ESRGAN weights, BSD-3-Clause, "
+                        "downloaded once), or a model directory / RRDBNet .pth")
+    p.add_argument("--bg-tile", type=int, default=400, metavar="N",
+                   help="background upsampler tile size in pixels (overlapping tiles); 0 for whole photos at once")
     p.add_argument("--ext", default="auto", help="output extension: auto (as input), png, jpg")
     p.add_argument("--suffix", default=None, help="suffix of restored whole photos")
     p.add_argument("--seed", type=int, default=0)

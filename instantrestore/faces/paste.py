@@ -37,15 +37,23 @@ def _soft_mask(crop_size: int, inverse: np.ndarray, out_size: tuple[int, int], u
 
 
 def paste_back(rgb: np.ndarray, restored_crops: list[np.ndarray], affines: list[np.ndarray], upscale: int = 1,
-               alpha: np.ndarray | None = None) -> np.ndarray:
-    """The photo upscaled `upscale` times (Lanczos) with each restored crop warped back over its face.
+               alpha: np.ndarray | None = None, background: np.ndarray | None = None) -> np.ndarray:
+    """The photo upscaled `upscale` times with each restored crop warped back over its face.
 
-    `affines[k]` is the photo -> crop transform the k-th crop was aligned with. With `alpha` (HxW uint8),
-    the result is RGBA, the alpha channel upscaled the same way as the colours.
+    `affines[k]` is the photo -> crop transform the k-th crop was aligned with. `background` is the photo
+    already upscaled (by a background upsampler); without it, the photo is resized with Lanczos. With
+    `alpha` (HxW uint8), the result is RGBA, the alpha channel upscaled with Lanczos.
     """
     if len(restored_crops) != len(affines):
         raise ValueError(f"{len(restored_crops)} restored faces but {len(affines)} alignments")
-    canvas = _resize(np.asarray(rgb)[..., :3], upscale)
+    if background is None:
+        canvas = _resize(np.asarray(rgb)[..., :3], upscale)
+    else:
+        height, width = np.asarray(rgb).shape[:2]
+        if background.shape[:2] != (height * upscale, width * upscale):
+            raise ValueError(f"background is {background.shape[1]}x{background.shape[0]}, "
+                             f"expected {width * upscale}x{height * upscale}")
+        canvas = np.array(background[..., :3], np.uint8)
     height, width = canvas.shape[:2]
     for crop, affine in zip(restored_crops, affines):
         size = crop.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,11 @@ from PIL import Image
 from instantrestore.errors import ConfigError, NoFaceError, WeightsError
 from instantrestore.imageio import to_rgb_array
 from instantrestore.references import ReferenceCache
+
+if TYPE_CHECKING:  # upsampler.py imports this module
+    from instantrestore.models.upsampler import BackgroundUpsampler
+
+DEFAULT_TILE = 400  # background upsampler tile side in input pixels (as GFP-GAN's --bg_tile)
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]  # a path is read with imageio.read_image
 
@@ -82,6 +87,11 @@ class Restorer(ABC):
         self._detector_name = detector
         self._analyzer = None
         self._identity = None
+        # the background of whole photos when upscaling (`restore(upscale > 1)`): "auto" (the packaged
+        # upsampler for the scale), "none" (Lanczos), a name or path, or a BackgroundUpsampler
+        self.bg_upsampler: str | BackgroundUpsampler = "auto"
+        self.bg_tile = DEFAULT_TILE
+        self._loaded_upsamplers: dict[str, BackgroundUpsampler | None] = {}
 
     # ----------------------------------------------------------------- what a model provides
     @abstractmethod
@@ -173,9 +183,30 @@ class Restorer(ABC):
         embeddings = self.identity_model.embed(list(faces))
         return [float(np.mean(cache.identity @ embedding)) for embedding in embeddings]
 
+    def background_upsampler(self, upscale: int, choice: str | BackgroundUpsampler | None = None
+                             ) -> BackgroundUpsampler | None:
+        """The net that upscales whole photos by `upscale` (`choice`, else `self.bg_upsampler`); None
+        means Lanczos interpolation, which is also all there is to do at `upscale` 1."""
+        from instantrestore.models.upsampler import BackgroundUpsampler, load_upsampler, shipped_upsampler_name
+
+        choice = self.bg_upsampler if choice is None else choice
+        if upscale <= 1:
+            return None
+        if isinstance(choice, BackgroundUpsampler):
+            return choice
+        name = shipped_upsampler_name(upscale) if choice == "auto" else str(choice)
+        if name not in self._loaded_upsamplers:
+            self._loaded_upsamplers[name] = load_upsampler(name, self.device, tile=self.bg_tile)
+        return self._loaded_upsamplers[name]
+
     def restore(self, image: ImageLike, refs=None, seed: int | None = None, only_center_face: bool = False,
-                upscale: int = 1, alpha: np.ndarray | None = None) -> RestoreResult:
-        """Detect, align, restore each face with the references, paste back into the whole photo."""
+                upscale: int = 1, alpha: np.ndarray | None = None,
+                bg_upsampler: str | BackgroundUpsampler | None = None) -> RestoreResult:
+        """Detect, align, restore each face with the references, paste back into the whole photo.
+
+        With `upscale` > 1 the background is upscaled by `bg_upsampler` (default: `self.bg_upsampler`,
+        see `background_upsampler`) and the restored faces are pasted on top.
+        """
         from instantrestore.faces import paste_back
 
         rgb = to_rgb_array(image)
@@ -186,7 +217,10 @@ class Restorer(ABC):
         aligned = [face.align(rgb, self.face_size) for face in found]
         restored = self.restore_faces([crop for crop, _ in aligned], cache, seed)
         identities = self.identity_to_references(restored, cache)
-        result = RestoreResult(image=paste_back(rgb, restored, [affine for _, affine in aligned], upscale, alpha))
+        upsampler = self.background_upsampler(upscale, bg_upsampler)
+        background = None if upsampler is None else upsampler.upsample(rgb, upscale)
+        result = RestoreResult(image=paste_back(rgb, restored, [affine for _, affine in aligned], upscale, alpha,
+                                                background))
         threshold = self.identity_model.same_person_threshold
         for face, (crop, affine), out, identity in zip(found, aligned, restored, identities):
             result.faces.append(RestoredFace(face.box, affine, crop, out, identity))

@@ -1,4 +1,4 @@
-"""Named weights: where the official GFP-GAN checkpoints come from, where they are cached, how they load.
+"""Named weights: where the official GFP-GAN and Real-ESRGAN checkpoints come from, where they are cached, how they load.
 
 `resolve_weights` turns a path or a registered name into a local file, downloading into the cache
 (`$INSTANTRESTORE_HOME/weights`, default ~/.cache/instantrestore/weights) when online. Offline, it
@@ -31,7 +31,8 @@ class RegisteredWeights:
     sha256: str | None  # None where no trustworthy digest is known: the download is then not verified
 
 
-# Release assets of TencentARC/GFPGAN; the digests are the ones other projects pin for these files.
+# Release assets of TencentARC/GFPGAN and xinntao/Real-ESRGAN; the digests are the ones other projects pin
+# for these files.
 REGISTERED_WEIGHTS: dict[str, RegisteredWeights] = {
     weights.name: weights for weights in (
         RegisteredWeights("gfpgan-v1.3", "GFPGANv1.3.pth",
@@ -40,6 +41,13 @@ REGISTERED_WEIGHTS: dict[str, RegisteredWeights] = {
         RegisteredWeights("gfpgan-v1.4", "GFPGANv1.4.pth",
                           "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
                           "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"),
+        # background upsamplers, release assets of xinntao/Real-ESRGAN (BSD-3-Clause)
+        RegisteredWeights("realesrgan-x2", "RealESRGAN_x2plus.pth",
+                          "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
+                          "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb"),
+        RegisteredWeights("realesrgan-x4", "RealESRGAN_x4plus.pth",
+                          "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+                          "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"),
     )
 }
 

@@ -1,0 +1,233 @@
+"""Background upsamplers: the packaged RDNs against TF.js itself, tiling, RRDBNet's official layout, -s 2."""
+
+import json
+import sys
+import types
+import urllib.error
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from instantrestore.cli import main
+from instantrestore.errors import WeightsError
+from instantrestore.api import load_restorer
+from instantrestore.faces import paste_back
+from instantrestore.faces.paste import upscaled_inverse
+from instantrestore.imageio import read_image, write_image
+from instantrestore.models import registry
+from instantrestore.models.rdn import RDN
+from instantrestore.models.rrdbnet import RRDBNet
+from instantrestore.models.upsampler import BackgroundUpsampler, load_upsampler
+
+FIXTURE = Path(__file__).parent / "fixtures" / "upscalerjs_esrgan_medium.npz"
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.fixture(scope="module")
+def tfjs() -> dict[str, np.ndarray]:
+    """Inputs and TF.js outputs written by scripts/make_upscalerjs_fixture.py."""
+    with np.load(FIXTURE) as arrays:
+        return dict(arrays)
+
+
+@pytest.fixture(scope="module")
+def esrgan_x2() -> BackgroundUpsampler:
+    return load_upsampler("esrgan-x2", device="cpu")
+
+
+def _natural_image(tfjs, height: int, width: int) -> np.ndarray:
+    """A natural-looking test image of any size, from the fixture's astronaut crop."""
+    return cv2.resize(tfjs["input/face"], (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+# ---------------------------------------------------------------- the port against the original
+@pytest.mark.parametrize("scale", [2, 4])
+def test_packaged_esrgan_matches_tfjs(tfjs, scale):
+    upsampler = load_upsampler(f"esrgan-x{scale}", device="cpu")
+    assert isinstance(upsampler.net, RDN) and upsampler.scale == scale
+    for name in ("face", "texture", "noise"):
+        image = tfjs[f"input/{name}"]
+        reference = tfjs[f"x{scale}/{name}"]  # TF.js's raw output, pixel values 0..255, unclamped
+        with torch.no_grad():
+            ours = upsampler.net(torch.from_numpy(image).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).numpy()
+        assert ours.shape == reference.shape
+        assert np.abs(ours - reference).max() < 1.0, name  # within 1/255 of the full range (fp16 weights)
+        # through the whole pipeline: uint8 in, uint8 out, at most one grey level from TF.js's rounded output
+        out = upsampler.upsample(image)
+        expected = np.clip(reference, 0, 255).round()
+        assert np.abs(out.astype(np.float32) - expected).max() <= 1, name
+    assert reference.min() < 0 and reference.max() > 255  # the noise input checks clamping, as meant
+
+
+# ---------------------------------------------------------------- tiling
+def test_tiles_equal_one_pass(tfjs, esrgan_x2):
+    image = torch.from_numpy(_natural_image(tfjs, 45, 38)).permute(2, 0, 1)[None].float() / 255
+    one_pass = BackgroundUpsampler(esrgan_x2.net, 2, "x2", pixel_range=255, tile=0).upsample_tensor(image)
+    tiled = BackgroundUpsampler(esrgan_x2.net, 2, "x2", pixel_range=255, tile=16, tile_pad=18).upsample_tensor(image)
+    assert tiled.shape == one_pass.shape == (1, 3, 90, 76)
+    assert (tiled - one_pass).abs().max() < 1e-4  # the context covers the RDN's 18-pixel receptive field
+    # without context the tile seams show: the comparison above does see the tiles
+    seams = BackgroundUpsampler(esrgan_x2.net, 2, "x2", pixel_range=255, tile=16, tile_pad=0).upsample_tensor(image)
+    assert (seams - one_pass).abs().max() > 2 / 255
+
+
+def test_rrdbnet_x2_odd_sizes_and_tiles():
+    torch.manual_seed(0)
+    net = RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4)
+    image = torch.rand(1, 3, 23, 19)
+    one_pass = BackgroundUpsampler(net, 2, "tiny", size_multiple=2, tile=0).upsample_tensor(image)
+    # receptive field of this net: 17 trunk convs at half resolution plus the upsampling convs, < 40 pixels
+    tiled = BackgroundUpsampler(net, 2, "tiny", size_multiple=2, tile=7, tile_pad=40).upsample_tensor(image)
+    assert one_pass.shape == (1, 3, 46, 38)
+    assert (tiled - one_pass).abs().max() < 1e-5
+
+
+# ---------------------------------------------------------------- RRDBNet, official layout
+def _official_rrdbnet_keys(num_block: int = 23) -> set[str]:
+    """The parameter names of RealESRGAN_x4plus.pth / x2plus.pth (`params_ema`), as basicsr names them."""
+    convs = ["conv_first", "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+    convs += [f"body.{b}.rdb{r}.conv{c}" for b in range(num_block) for r in (1, 2, 3) for c in range(1, 6)]
+    return {f"{conv}.{kind}" for conv in convs for kind in ("weight", "bias")}
+
+
+@pytest.mark.parametrize("scale, in_channels", [(4, 3), (2, 12)])
+def test_rrdbnet_has_the_official_layout(scale, in_channels):
+    with torch.device("meta"):  # shapes only: the full model has 16.7M parameters
+        state = RRDBNet(scale=scale).state_dict()
+    assert set(state) == _official_rrdbnet_keys() and len(state) == 702
+    assert state["conv_first.weight"].shape == (64, in_channels, 3, 3)
+    assert state["body.22.rdb3.conv5.weight"].shape == (64, 64 + 4 * 32, 3, 3)
+    assert sum(value.numel() for value in state.values()) == 16_697_987 + 64 * (in_channels - 3) * 9
+
+
+def test_rrdbnet_unshuffle_is_basicsr_s():
+    # basicsr's pixel_unshuffle, which the x2plus weights were trained with
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    theirs = x.view(2, 3, 2, 2, 3, 2).permute(0, 1, 3, 5, 2, 4).reshape(2, 12, 2, 3)
+    assert torch.equal(F.pixel_unshuffle(x, 2), theirs)
+
+
+def test_rrdbnet_checkpoint_loads_by_path(tmp_path):
+    torch.manual_seed(0)
+    net = RRDBNet(scale=2, num_feat=8, num_block=2, num_grow_ch=4).eval()
+    path = tmp_path / "tiny_x2.pth"
+    torch.save({"params_ema": net.state_dict()}, path)  # the official files' structure
+    upsampler = load_upsampler(str(path), device="cpu", tile=0)
+    assert upsampler.scale == 2 and upsampler.net.config == net.config
+    image = torch.rand(1, 3, 8, 10)
+    with torch.no_grad():
+        assert torch.allclose(upsampler.upsample_tensor(image), net(image).clamp(0, 1))
+
+
+def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(WeightsError) as err:
+        load_upsampler("esrgan-x3")
+    assert "esrgan-x2" in one_line(err)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError) as err:
+        load_upsampler(tmp_path / "junk.pth")
+    assert "junk.pth" in one_line(err)
+    torch.save({"params_ema": RDN(scale=2, num_blocks=1).state_dict()}, tmp_path / "other.pth")
+    monkeypatch.setitem(sys.modules, "spandrel", None)  # as where the zoo extra is not installed
+    with pytest.raises(WeightsError) as err:
+        load_upsampler(tmp_path / "other.pth")
+    assert "not an RRDBNet" in one_line(err) and "instantrestore[zoo]" in one_line(err)
+    # offline, a registered Real-ESRGAN file says which URL to fetch and where to put it
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
+    with pytest.raises(WeightsError) as err:
+        load_upsampler("realesrgan-x4")
+    message = one_line(err)
+    assert registry.REGISTERED_WEIGHTS["realesrgan-x4"].url in message
+    assert str(tmp_path / "weights" / "RealESRGAN_x4plus.pth") in message
+
+
+def test_other_architectures_go_through_spandrel(tmp_path, monkeypatch):
+    """The glue to spandrel's loader, with a stand-in module (spandrel's torchvision does not import here)."""
+    net = RDN(scale=4, num_blocks=1)
+    loaded = []
+
+    class Descriptor:
+        model, scale, input_channels = net, 4, 3
+        size_requirements = types.SimpleNamespace(multiple_of=2)
+
+    class ModelLoader:
+        def load_from_state_dict(self, state):
+            loaded.append(state)
+            return Descriptor()
+
+    fake = types.SimpleNamespace(ModelLoader=ModelLoader, ImageModelDescriptor=Descriptor)
+    monkeypatch.setitem(sys.modules, "spandrel", fake)
+    torch.save({"params_ema": net.state_dict()}, tmp_path / "rdn_x4.pth")
+    upsampler = load_upsampler(tmp_path / "rdn_x4.pth", device="cpu")
+    assert upsampler.net is net and upsampler.scale == 4 and upsampler.size_multiple == 2
+    assert set(loaded[0]) == set(net.state_dict())  # read by us (weights_only), unwrapped from params_ema
+
+
+# ---------------------------------------------------------------- whole photos
+def test_paste_back_on_an_upsampled_background(rng):
+    photo = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    background = rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    affine = np.array([[2.0, 0, -20], [0, 2.0, -20]])  # a 32 px crop of the photo's 16 px square at (10, 10)
+    out = paste_back(photo, [np.full((32, 32, 3), 7, np.uint8)], [affine], upscale=2, background=background)
+    assert (out[:10] == background[:10]).all()  # far from the face: the background as given
+    assert (out[36, 36] == 7).all()             # the face on top
+    with pytest.raises(ValueError):
+        paste_back(photo, [], [], upscale=2, background=background[:79])
+
+
+@pytest.fixture(scope="module")
+def small_photo(shared, tmp_path_factory) -> Path:
+    """A real low-quality photo with two faces, small enough to upsample in about a second."""
+    image = read_image(shared / "data/real-lq/whole_imgs/Blake_Lively.jpg")
+    path = tmp_path_factory.mktemp("photo") / "blake.png"
+    write_image(path, cv2.resize(image, None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA))
+    return path
+
+
+def test_cli_upscale_uses_the_packaged_upsampler(small_photo, tmp_path, esrgan_x2):
+    photo = read_image(small_photo)
+    runs = {}
+    for choice in ("auto", "none"):
+        flags = [] if choice == "auto" else ["--bg-upsampler", "none"]
+        out = tmp_path / choice
+        assert main(["restore", str(small_photo), "-o", str(out), "--model", "bicubic", "-s", "2", "-q", *flags]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["bg_upsampler"] == ("esrgan-x2" if choice == "auto" else None)
+        assert report["inputs"][0]["faces"] == 2
+        runs[choice] = read_image(out / "restored_imgs" / "blake.png")
+    height, width = photo.shape[:2]
+    assert runs["auto"].shape == runs["none"].shape == (2 * height, 2 * width, 3)
+    # the background: outside the footprints of the aligned face crops, warped into the upscaled photo
+    faces = load_restorer("bicubic", device="cpu").restore(photo).faces
+    footprint = np.zeros((2 * height, 2 * width), np.float32)
+    for face in faces:
+        size = face.cropped.shape[0]
+        footprint += cv2.warpAffine(np.ones((size, size), np.float32), upscaled_inverse(face.affine, 2),
+                                    (2 * width, 2 * height))
+    background = footprint == 0
+    assert 0.3 < background.mean() < 0.9
+    assert np.array_equal(runs["auto"][background], esrgan_x2.upsample(photo)[background])
+    lanczos = cv2.resize(photo, (2 * width, 2 * height), interpolation=cv2.INTER_LANCZOS4)
+    assert np.array_equal(runs["none"][background], lanczos[background])
+    assert not np.array_equal(runs["auto"][background], runs["none"][background])
+    assert not np.array_equal(runs["auto"][~background], esrgan_x2.upsample(photo)[~background])  # faces on top
+
+
+@pytest.mark.parametrize("flags", [["--bg-upsampler", "/nonexistent/upsampler"], ["--bg-tile", "-1"]])
+def test_cli_upsampler_usage_errors_exit_2(flags, small_photo, tmp_path, capsys):
+    assert main(["restore", str(small_photo), "-o", str(tmp_path), "--model", "bicubic", "-s", "2", *flags]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -60,6 +60,10 @@ class ModelConfig:
                      degraded face to its decoder at every resolution (as pix2pix-turbo's single-step
                      model does). The authors' recipe has none; a compact VAE trained in minutes needs
                      them, as its 48x-compressed latent alone cannot hold the face's detail.
+    round_base_weights_to: a dtype ("bfloat16"): the base weights are rounded to it after loading, as the
+                     authors' loader does when it writes their bf16 checkpoint over the fp32 base. None: as loaded.
+    inference_autocast: a dtype ("float16"): a restorer on CUDA runs under torch.autocast of it, as the
+                     authors' inference does. None: full precision.
     """
 
     face_size: int = 512
@@ -89,6 +93,8 @@ class ModelConfig:
     vae_lora_targets: list[str] = field(default_factory=lambda: list(VAE_LORA_TARGETS))
     train_conv_in: bool = True
     vae_skip: bool = False
+    round_base_weights_to: str | None = None
+    inference_autocast: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_encoder not in ("clip", "random"):
@@ -99,6 +105,9 @@ class ModelConfig:
             raise ConfigError("model.prompt_encoder 'clip' needs `pretrained` (a directory with text_encoder/)")
         if self.freeu is not None and len(self.freeu) != 4:
             raise ConfigError("model.freeu must be [s1, s2, b1, b2] or null")
+        for name in ("round_base_weights_to", "inference_autocast"):
+            if getattr(self, name) not in (None, "bfloat16", "float16"):
+                raise ConfigError(f"model.{name} must be 'bfloat16', 'float16' or null")
 
 
 @dataclass

@@ -16,8 +16,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.models.attention import SharedAttnProcessor, up_block_self_attention_layers
-from instantrestore.models.config import InstantRestoreConfig
-from instantrestore.models.instantrestore import InstantRestoreModel
+from instantrestore.models.config import SD_TURBO_SCHEDULER, InstantRestoreConfig
+from instantrestore.models.instantrestore import InstantRestoreModel, predicted_clean_latents
 from instantrestore.models.ir_restorer import InstantRestoreRestorer
 from instantrestore.references import ReferenceCache
 
@@ -283,3 +283,20 @@ def test_training_step_reaches_lora_through_output_and_attention_map():
     assert unused and all(".attn1.to_k." in name and name.startswith("unet.up_blocks.") for name in unused)
     assert all(p.grad.abs().sum() > 0 for p in model.unet.conv_in.parameters())
     assert not any(p.grad is not None for p in model.reference_unet.parameters())
+
+
+@pytest.mark.parametrize("settings", [{}, {"clip_sample": True}, {"clip_sample": True, "clip_sample_range": 2.0},
+                                      {"thresholding": True, "sample_max_value": 3.0}])
+def test_clean_latents_are_what_the_schedulers_own_step_predicts(settings):
+    from diffusers import DDPMScheduler
+
+    model = tiny_model(f"model.scheduler={json.dumps({**SD_TURBO_SCHEDULER, **settings})}")
+    config = model.scheduler.config
+    assert config.clip_sample == settings.get("clip_sample", False)  # absent: unclipped, unlike diffusers' default
+    noise_pred, noisy = torch.randn(2, 2, 4, 8, 8, generator=seeded()) * 3
+    for timestep in (1, 249):
+        ours = predicted_clean_latents(model.scheduler, noise_pred, noisy, torch.tensor([timestep, timestep]))
+        step = DDPMScheduler.from_config(config).step(noise_pred, timestep, noisy, generator=seeded())
+        torch.testing.assert_close(ours, step.pred_original_sample, atol=1e-6, rtol=0)
+    per_face = predicted_clean_latents(model.scheduler, noise_pred, noisy, torch.tensor([1, 249]))
+    assert torch.equal(per_face[1], ours[1]) and not torch.equal(per_face[0], ours[0])

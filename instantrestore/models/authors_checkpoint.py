@@ -31,6 +31,7 @@ from diffusers import DDPMScheduler
 from instantrestore.errors import WeightsError
 from instantrestore.models.config import DEFAULT_PROMPT, ModelConfig
 from instantrestore.models.instantrestore import CONFIG_NAME, InstantRestoreModel, _first_line, _from_pretrained
+from instantrestore.models.registry import find_paper_checkpoint, weights_dir
 
 SD_TURBO = "stabilityai/sd-turbo"
 SD_VAE_FT_MSE = "stabilityai/sd-vae-ft-mse"
@@ -150,6 +151,28 @@ def convert_authors_checkpoint(path: str | os.PathLike, output: str | os.PathLik
         loaded, verified = loaded + part_loaded, verified + part_verified
     _save_atomically(model, output, overwrite, source={"file": str(path), "authors_cfg": cfg})
     return ConversionReport(loaded, verified, output)
+
+
+def paper_model_directory(name: str, pretrained: str | None = None, vae_pretrained: str | None = None) -> Path:
+    """The converted directory of a released checkpoint (`instantrestore-paper`, `hwdz15508/InstantRestore`,
+    ...): converted once into the weights cache, after downloading the file (the base comes through diffusers).
+    """
+    entry = find_paper_checkpoint(name)
+    if entry is None:
+        raise WeightsError(f"{name}: not a released InstantRestore checkpoint")
+    target = weights_dir() / entry.name
+    if (target / CONFIG_NAME).is_file():
+        return target
+    from huggingface_hub import hf_hub_download
+
+    try:
+        checkpoint = hf_hub_download(entry.repo_id, entry.filename)
+    except Exception as err:  # offline, missing file, hub errors: they come in many types
+        raise WeightsError(f"{entry.name}: cannot download {entry.filename} from {entry.repo_id} "
+                           f"({_first_line(err)[:120]}); fetch it (`hf download {entry.repo_id} {entry.filename}`) "
+                           f"and run `instantrestore convert-authors FILE -o {target}`") from None
+    convert_authors_checkpoint(checkpoint, target, pretrained or SD_TURBO, vae_pretrained or SD_VAE_FT_MSE)
+    return target
 
 
 def _take_part(module: torch.nn.Module, state: dict[str, torch.Tensor], adapter: str | None,

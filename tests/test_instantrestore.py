@@ -300,3 +300,15 @@ def test_clean_latents_are_what_the_schedulers_own_step_predicts(settings):
         torch.testing.assert_close(ours, step.pred_original_sample, atol=1e-6, rtol=0)
     per_face = predicted_clean_latents(model.scheduler, noise_pred, noisy, torch.tensor([1, 249]))
     assert torch.equal(per_face[1], ours[1]) and not torch.equal(per_face[0], ours[0])
+
+
+def test_base_weights_rounded_to_bfloat16_when_asked():
+    rounded, plain = tiny_model("model.round_base_weights_to=bfloat16"), tiny_model()
+    for name, value in plain.reference_unet.state_dict().items():
+        ours = rounded.reference_unet.state_dict()[name]
+        torch.testing.assert_close(ours, value.to(torch.bfloat16).float(), atol=0, rtol=0)
+    base_layer = "conv_out.base_layer.weight"
+    assert torch.equal(rounded.unet.state_dict()[base_layer], rounded.reference_unet.state_dict()["conv_out.weight"])
+    assert not torch.equal(rounded.unet.state_dict()[base_layer], plain.unet.state_dict()[base_layer])
+    with pytest.raises(ConfigError, match="round_base_weights_to"):
+        tiny_model("model.round_base_weights_to=int8")

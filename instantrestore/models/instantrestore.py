@@ -157,7 +157,7 @@ class InstantRestoreModel(torch.nn.Module):
                  prompt_embeds: torch.Tensor) -> None:
         super().__init__()
         self.config = config
-        # diffusers defaults clip_sample to True; an absent key means no clipping, as every config here means
+        # diffusers defaults clip_sample to True; here an absent key means unclipped, as models were trained
         self.scheduler = DDPMScheduler(**{"clip_sample": False, **config.scheduler})
         self.register_buffer("prompt_embeds", prompt_embeds.detach().clone())
 

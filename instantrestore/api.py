@@ -10,13 +10,14 @@ import torch
 from instantrestore.errors import WeightsError
 from instantrestore.models.base import DEFAULT_TILE, Restorer
 from instantrestore.models.upsampler import BackgroundUpsampler
+from instantrestore.models.registry import PAPER_CHECKPOINTS, find_paper_checkpoint
 
 # Weights that ship inside the package (trained on this project's data; see MODEL_CARD.md).
 PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
 PACKAGED = {"default": "instantrestore_compact", "instantrestore": "instantrestore_compact",
             "gfpgan": "gfpgan_compact"}
 OFFICIAL_GFPGAN = {"gfpgan-v1.3": "GFPGANv1.3", "gfpgan-v1.4": "GFPGANv1.4"}
-NAMES = ["default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic"]
+NAMES = ["default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic", *PAPER_CHECKPOINTS]
 
 
 def packaged_model_available(name: str) -> bool:
@@ -50,8 +51,10 @@ def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restore
 def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",
                   weights: str | None = None, bg_upsampler: str | BackgroundUpsampler = "auto",
                   bg_tile: int = DEFAULT_TILE, **kwargs) -> Restorer:
-    """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`)
-    or by path (a `save_pretrained` directory, or an official GFP-GAN `.pth`).
+    """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`,
+    `instantrestore-paper` or its hub id `hwdz15508/InstantRestore`, the ablations `instantrestore-paper-*`)
+    or by path (a `save_pretrained` directory, or an official GFP-GAN `.pth`). The authors' checkpoints are
+    downloaded and converted once, into `$INSTANTRESTORE_HOME/weights`.
 
     `weights` overrides the file a named model loads (e.g. `gfpgan` with the official GFPGANv1.4.pth).
     `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (the packaged
@@ -76,6 +79,10 @@ def _build_restorer(name_or_path: str, device: str | torch.device, weights: str 
         if name_or_path not in ("gfpgan", *OFFICIAL_GFPGAN) and not str(name_or_path).endswith(".pth"):
             raise WeightsError(f"--weights applies to GFP-GAN models, not {name_or_path!r}")
         return GFPGANRestorer.from_pretrained(source, device=device, **kwargs)
+    if find_paper_checkpoint(str(name_or_path)) is not None:
+        from instantrestore.models.authors_checkpoint import paper_model_directory
+
+        return _load_directory(paper_model_directory(str(name_or_path)), device, **kwargs)
     if name_or_path in PACKAGED:
         path = PACKAGED_WEIGHTS / PACKAGED[name_or_path]
         if not packaged_model_available(name_or_path):

@@ -337,6 +337,16 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------------- convert-authors
+def cmd_convert_authors(args: argparse.Namespace) -> int:
+    from instantrestore.models.authors_checkpoint import SD_TURBO, SD_VAE_FT_MSE, convert_authors_checkpoint
+
+    report = convert_authors_checkpoint(args.checkpoint, args.output, args.pretrained or SD_TURBO,
+                                        args.vae_pretrained or SD_VAE_FT_MSE, overwrite=args.overwrite)
+    print(f"converted {args.checkpoint}: {report}")
+    return EXIT_OK
+
+
 # -------------------------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from instantrestore.demo import run_demo
@@ -370,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "`python scripts/fetch_faceres.py`), or an ArcFace .onnx file")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if model:
-            p.add_argument("--model", default="default", help="model name or path (default, gfpgan, bicubic, DIR, .pth)")
+            p.add_argument("--model", default="default",
+                           help="model name or path (default, gfpgan, bicubic, instantrestore-paper, DIR, .pth)")
             p.add_argument("--weights", default=None, metavar="PATH", help="weight file for --model gfpgan (official .pth)")
 
     p = sub.add_parser("restore", help="restore faces in whole photos (or aligned crops) with references")
@@ -441,6 +452,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refs", nargs="+", default=None)
     common(p)
     p.set_defaults(func=cmd_identity)
+
+    p = sub.add_parser("convert-authors", help="convert an InstantRestore authors' checkpoint (.pt) to a model directory")
+    p.add_argument("checkpoint", help="e.g. final_model_ckpt.pt from hwdz15508/InstantRestore")
+    p.add_argument("-o", "--output", required=True, help="model directory to write (for --model DIR)")
+    p.add_argument("--pretrained", default=None, metavar="BASE",
+                   help="the SD-Turbo base it was trained on: hub id or directory (default: stabilityai/sd-turbo)")
+    p.add_argument("--vae-pretrained", default=None, metavar="VAE",
+                   help="its VAE: hub id or directory (default: stabilityai/sd-vae-ft-mse)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert_authors)
 
     p = sub.add_parser("demo", help="what `make demo` runs")
     p.add_argument("-o", "--output", default="demo_out")

@@ -16,8 +16,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.models.attention import SharedAttnProcessor, up_block_self_attention_layers
-from instantrestore.models.config import InstantRestoreConfig
-from instantrestore.models.instantrestore import InstantRestoreModel
+from instantrestore.models.config import SD_TURBO_SCHEDULER, InstantRestoreConfig
+from instantrestore.models.instantrestore import InstantRestoreModel, predicted_clean_latents
 from instantrestore.models.ir_restorer import InstantRestoreRestorer
 from instantrestore.references import ReferenceCache
 
@@ -325,3 +325,32 @@ def test_half_precision_storage_loads_as_float32(tmp_path):
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     assert all(torch.equal(a.half().float(), b) for a, b in zip(model.unet.state_dict().values(),
                                                                  loaded.unet.state_dict().values()))
+
+
+@pytest.mark.parametrize("settings", [{}, {"clip_sample": True}, {"clip_sample": True, "clip_sample_range": 2.0},
+                                      {"thresholding": True, "sample_max_value": 3.0}])
+def test_clean_latents_are_what_the_schedulers_own_step_predicts(settings, tiny_instantrestore):
+    from diffusers import DDPMScheduler
+
+    model = tiny_instantrestore(f"model.scheduler={json.dumps({**SD_TURBO_SCHEDULER, **settings})}")
+    config = model.scheduler.config
+    assert config.clip_sample == settings.get("clip_sample", False)  # absent: unclipped, unlike diffusers' default
+    noise_pred, noisy = torch.randn(2, 2, 4, 8, 8, generator=seeded()) * 3
+    for timestep in (1, 249):
+        ours = predicted_clean_latents(model.scheduler, noise_pred, noisy, torch.tensor([timestep, timestep]))
+        step = DDPMScheduler.from_config(config).step(noise_pred, timestep, noisy, generator=seeded())
+        torch.testing.assert_close(ours, step.pred_original_sample, atol=1e-6, rtol=0)
+    per_face = predicted_clean_latents(model.scheduler, noise_pred, noisy, torch.tensor([1, 249]))
+    assert torch.equal(per_face[1], ours[1]) and not torch.equal(per_face[0], ours[0])
+
+
+def test_base_weights_rounded_to_bfloat16_when_asked(tiny_instantrestore):
+    rounded, plain = tiny_instantrestore("model.round_base_weights_to=bfloat16"), tiny_instantrestore()
+    for name, value in plain.reference_unet.state_dict().items():
+        ours = rounded.reference_unet.state_dict()[name]
+        torch.testing.assert_close(ours, value.to(torch.bfloat16).float(), atol=0, rtol=0)
+    base_layer = "conv_out.base_layer.weight"
+    assert torch.equal(rounded.unet.state_dict()[base_layer], rounded.reference_unet.state_dict()["conv_out.weight"])
+    assert not torch.equal(rounded.unet.state_dict()[base_layer], plain.unet.state_dict()[base_layer])
+    with pytest.raises(ConfigError, match="round_base_weights_to"):
+        tiny_instantrestore("model.round_base_weights_to=int8")

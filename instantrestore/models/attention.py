@@ -239,7 +239,10 @@ def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _adain(ref_values: torch.Tensor, own_values: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Give each reference's values (B, K, N, C) the per-channel mean/std of the input's values (B, N, C)."""
+    """Give each reference's values (B, K, N, C) the per-channel mean/std of the input's values (B, N, C).
+
+    As the authors compute it, so their weights see the same numbers: unbiased std over the tokens,
+    `eps` added to both standard deviations."""
     ref_mean, ref_std = ref_values.mean(dim=2, keepdim=True), ref_values.std(dim=2, keepdim=True)
     own_mean, own_std = own_values.mean(dim=1, keepdim=True), own_values.std(dim=1, keepdim=True)
-    return (ref_values - ref_mean) / (ref_std + eps) * own_std[:, None] + own_mean[:, None]
+    return (ref_values - ref_mean) / (ref_std + eps) * (own_std[:, None] + eps) + own_mean[:, None]

@@ -71,6 +71,10 @@ class ModelConfig:
                      "full" (the whole restoring UNet is trained; the base only seeds it).
     shared_layers:   name prefixes of the up-block self-attention layers that share attention
                      (e.g. ["up_blocks.1"]); None = all of them.
+    round_base_weights_to: a dtype ("bfloat16"): the base weights are rounded to it after loading, as the
+                     authors' loader does when it writes their bf16 checkpoint over the fp32 base. None: as loaded.
+    inference_autocast: a dtype ("float16"): a restorer on CUDA runs under torch.autocast of it, as the
+                     authors' inference does. None: full precision.
     """
 
     face_size: int = 512
@@ -106,6 +110,8 @@ class ModelConfig:
     prediction: str = "epsilon"
     finetune: str = "lora"
     shared_layers: list[str] | None = None
+    round_base_weights_to: str | None = None
+    inference_autocast: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_encoder not in ("clip", "random"):
@@ -125,6 +131,9 @@ class ModelConfig:
             raise ConfigError("model.prompt_encoder 'clip' needs `pretrained` (a directory with text_encoder/)")
         if self.freeu is not None and len(self.freeu) != 4:
             raise ConfigError("model.freeu must be [s1, s2, b1, b2] or null")
+        for name in ("round_base_weights_to", "inference_autocast"):
+            if getattr(self, name) not in (None, "bfloat16", "float16"):
+                raise ConfigError(f"model.{name} must be 'bfloat16', 'float16' or null")
 
 
 @dataclass

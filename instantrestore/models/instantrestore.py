@@ -130,6 +130,11 @@ def build_base_components(config: ModelConfig, root: Path | None = None, with_pr
     elif with_prompt:
         generator = torch.Generator().manual_seed(config.init_seed)
         prompt_embeds = torch.randn(1, config.prompt_tokens, unet.config.cross_attention_dim, generator=generator)
+    if config.round_base_weights_to is not None:
+        with torch.no_grad():
+            for tensor in [*unet.state_dict().values(), *vae.state_dict().values()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.to(getattr(torch, config.round_base_weights_to)))
     return unet, vae, prompt_embeds
 
 
@@ -165,7 +170,8 @@ class InstantRestoreModel(torch.nn.Module):
                  prompt_embeds: torch.Tensor) -> None:
         super().__init__()
         self.config = config
-        self.scheduler = DDPMScheduler(**config.scheduler)
+        # diffusers defaults clip_sample to True; here an absent key means unclipped, as models were trained
+        self.scheduler = DDPMScheduler(**{"clip_sample": False, **config.scheduler})
         self.register_buffer("prompt_embeds", prompt_embeds.detach().clone())
 
         # frozen reference branch: the pretrained UNet and VAE as they are
@@ -317,12 +323,13 @@ class InstantRestoreModel(torch.nn.Module):
         return self._fingerprint
 
     # ----------------------------------------------------------------- the method
-    def encode(self, images: torch.Tensor, vae: AutoencoderKL | None, generator: torch.Generator | None
-               ) -> torch.Tensor:
-        """Faces in [-1, 1] -> the UNet's input space: a scaled VAE latent sample, or the pixels space-to-depth."""
+    def encode(self, images: torch.Tensor, vae: AutoencoderKL | None, generator: torch.Generator | None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Faces in [-1, 1] -> the UNet's input space: a scaled VAE latent sample (with explicit `noise` if
+        given), or the pixels space-to-depth."""
         if self.config.codec == "pixel_unshuffle":
             return F.pixel_unshuffle(images, self.config.codec_factor)
-        return vae.encode(images).latent_dist.sample(generator) * vae.config.scaling_factor
+        return _sample(vae.encode(images).latent_dist, generator, noise) * vae.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.config.codec == "pixel_unshuffle":
@@ -330,21 +337,23 @@ class InstantRestoreModel(torch.nn.Module):
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample
 
     @torch.no_grad()
-    def encode_references(self, references: torch.Tensor, generator: torch.Generator | None = None
-                          ) -> dict[str, torch.Tensor]:
+    def encode_references(self, references: torch.Tensor, generator: torch.Generator | None = None,
+                          noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Reference faces in [-1, 1], (K, 3, S, S) shared by a batch or (B, K, 3, S, S) per face ->
         layer -> (2, 1 or B, K, N, C) keys and values of the frozen UNet's up-block self-attention.
-        Empty when shared attention is off."""
+        Empty when shared attention is off. `noise`: explicit (VAE sample, t=1) noise instead of drawing
+        it, each shaped like the latents ((B*K or B, K), 4, h, w)."""
         if not self.shared_layers:
             return {}
         if references.ndim == 4:
             references = references[None]
         batch_size, num_refs = references.shape[:2]
         flat = references.flatten(0, 1).to(self.prompt_embeds.dtype)
-        latents = self.encode(flat, self.reference_vae, generator)
+        vae_noise, step_noise = noise if noise is not None else (None, None)
+        latents = self.encode(flat, self.reference_vae, generator, vae_noise)
         timesteps = torch.full((latents.shape[0],), self.config.reference_timestep, device=latents.device)
         if self.config.input_noise:
-            latents = self._add_noise(latents, timesteps, generator)
+            latents = self._add_noise(latents, timesteps, generator, step_noise)
         self.store.recorded.clear()
         try:
             self.reference_unet(latents, timesteps, encoder_hidden_states=self._prompt(latents.shape[0]))
@@ -354,7 +363,8 @@ class InstantRestoreModel(torch.nn.Module):
 
     def forward(self, degraded: torch.Tensor, reference_kv: dict[str, torch.Tensor] | None = None,
                 reference_mask: torch.Tensor | None = None, timestep: int | torch.Tensor | None = None,
-                generator: torch.Generator | None = None, capture_attention_layer: str | None = None
+                generator: torch.Generator | None = None, capture_attention_layer: str | None = None,
+                noise: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, AttentionCapture]:
         """Restore (B, 3, S, S) faces in [-1, 1]; returns (B, 3, S, S), not clamped.
 
@@ -364,13 +374,15 @@ class InstantRestoreModel(torch.nn.Module):
         timestep:       noise level; default: the inference timestep in eval mode, in training mode one drawn
                         per face from `train_timesteps`.
         capture_attention_layer: a shared layer name; also return its AttentionCapture (landmark loss).
+        noise:          explicit (VAE sample, timestep) noise, each (B, 4, h, w), instead of drawing it.
         """
         batch_size = degraded.shape[0]
         timesteps = self._timesteps(timestep, batch_size, degraded.device, generator)
         with self._skipping():
             # encode (and noise) the degraded face
-            latents = self.encode(degraded, self.vae, generator)
-            noisy = self._add_noise(latents, timesteps, generator) if self.config.input_noise else latents
+            vae_noise, step_noise = noise if noise is not None else (None, None)
+            latents = self.encode(degraded, self.vae, generator, vae_noise)
+            noisy = self._add_noise(latents, timesteps, generator, step_noise) if self.config.input_noise else latents
 
             # one UNet step, sharing attention with the references
             with self._sharing(reference_kv, reference_mask, capture_attention_layer, degraded.device) as capture_layer:
@@ -381,8 +393,7 @@ class InstantRestoreModel(torch.nn.Module):
             if self.config.prediction == "residual":
                 clean = latents + noise_pred
             else:
-                alphas = self.scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
-                clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
+                clean = predicted_clean_latents(self.scheduler, noise_pred, noisy, timesteps)
             restored = self.decode(clean)
         return restored if capture_attention_layer is None else (restored, captured)
 
@@ -390,9 +401,11 @@ class InstantRestoreModel(torch.nn.Module):
     def _prompt(self, batch_size: int) -> torch.Tensor:
         return self.prompt_embeds.expand(batch_size, -1, -1)
 
-    def _add_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, generator: torch.Generator | None):
-        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        return self.scheduler.add_noise(latents, noise, timesteps)
+    def _add_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, generator: torch.Generator | None,
+                   noise: torch.Tensor | None = None):
+        if noise is None:
+            noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return self.scheduler.add_noise(latents, _like(noise, latents), timesteps)
 
     def _timesteps(self, timestep, batch_size: int, device: torch.device, generator) -> torch.Tensor:
         if timestep is None and self.training:
@@ -467,6 +480,36 @@ class VAESkipConnections(torch.nn.Module):
             return None
         skip = self.convs[index](self.features[-1 - index])
         return (args[0] + skip.to(args[0].dtype), *args[1:])
+
+
+def predicted_clean_latents(scheduler: DDPMScheduler, noise_pred: torch.Tensor, noisy: torch.Tensor,
+                            timesteps: torch.Tensor) -> torch.Tensor:
+    """x0 as `scheduler.step(...).pred_original_sample` makes it (the epsilon formula, then the config's
+    thresholding or clipping), for one timestep per face, which `step` cannot take."""
+    if scheduler.config.prediction_type != "epsilon":
+        raise ConfigError(f"model.scheduler.prediction_type {scheduler.config.prediction_type!r}: only 'epsilon' is supported")
+    alphas = scheduler.alphas_cumprod.to(noisy.device, noisy.dtype)[timesteps].view(-1, 1, 1, 1)
+    clean = (noisy - (1 - alphas).sqrt() * noise_pred) / alphas.sqrt()
+    if scheduler.config.thresholding:
+        return scheduler._threshold_sample(clean)
+    if scheduler.config.clip_sample:
+        return clean.clamp(-scheduler.config.clip_sample_range, scheduler.config.clip_sample_range)
+    return clean
+
+
+def _sample(distribution, generator: torch.Generator | None, noise: torch.Tensor | None) -> torch.Tensor:
+    """A draw from the VAE's latent distribution: mean + std * noise, the noise given or drawn."""
+    if noise is None:
+        return distribution.sample(generator)
+    return distribution.mean + distribution.std * _like(noise, distribution.mean)
+
+
+def _like(noise: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Explicit noise, (B, K, ...) flattened as the references are, checked against the latents' shape."""
+    noise = noise.reshape(-1, *noise.shape[-3:])
+    if noise.shape != latents.shape:
+        raise ValueError(f"noise of shape {tuple(noise.shape)} does not fit latents of shape {tuple(latents.shape)}")
+    return noise.to(latents.device, latents.dtype)
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:

@@ -6,6 +6,7 @@ album encodes its references once and every photo after that costs one single-st
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -58,11 +59,20 @@ class InstantRestoreRestorer(Restorer):
         same cache, so a saved cache and a fresh encoding restore identically.
         """
         generator = torch.Generator(device=faces.device).manual_seed(REFERENCE_SEED)
-        return self.model.encode_references(faces * 2 - 1, generator)
+        with self._autocast():
+            return self.model.encode_references(faces * 2 - 1, generator)
 
     @torch.no_grad()
     def restore_tensor(self, faces: torch.Tensor, refs: ReferenceCache | None,
                        generator: torch.Generator | None) -> torch.Tensor:
         reference_kv = refs.features if refs is not None and len(refs) else None
-        restored = self.model(faces * 2 - 1, reference_kv, generator=generator)
-        return ((restored + 1) / 2).clamp(0, 1)
+        with self._autocast():
+            restored = self.model(faces * 2 - 1, reference_kv, generator=generator)
+        return ((restored.float() + 1) / 2).clamp(0, 1)
+
+    def _autocast(self):
+        """torch.autocast on CUDA where the model's config asks for it (the authors run fp16), else nothing."""
+        dtype = self.model.config.inference_autocast
+        if dtype is None or self.device.type != "cuda":
+            return nullcontext()
+        return torch.autocast("cuda", dtype=getattr(torch, dtype))

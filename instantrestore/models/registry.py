@@ -1,4 +1,5 @@
-"""Named weights: where the official GFP-GAN and Real-ESRGAN checkpoints come from, where they are cached, how they load.
+"""Named weights: where the official GFP-GAN and Real-ESRGAN checkpoints and the InstantRestore authors'
+checkpoints come from, where they are cached, how they load.
 
 `resolve_weights` turns a path or a registered name into a local file, downloading into the cache
 (`$INSTANTRESTORE_HOME/weights`, default ~/.cache/instantrestore/weights) when online. Offline, it
@@ -50,6 +51,31 @@ REGISTERED_WEIGHTS: dict[str, RegisteredWeights] = {
                           "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"),
     )
 }
+
+
+@dataclass(frozen=True)
+class PaperCheckpoint:
+    """A checkpoint the InstantRestore authors released on the Hugging Face hub, in their own training format
+    (converted on first use by `models.authors_checkpoint`)."""
+    name: str
+    repo_id: str
+    filename: str
+
+
+PAPER_REPO = "hwdz15508/InstantRestore"
+PAPER_CHECKPOINTS: dict[str, PaperCheckpoint] = {
+    checkpoint.name: checkpoint for checkpoint in (
+        PaperCheckpoint("instantrestore-paper", PAPER_REPO, "final_model_ckpt.pt"),
+        PaperCheckpoint("instantrestore-paper-base-ablation", PAPER_REPO, "base_ablation_ckpt.pt"),
+        PaperCheckpoint("instantrestore-paper-adain-ablation", PAPER_REPO, "adain_ablation_ckpt.pt"),
+        PaperCheckpoint("instantrestore-paper-lmattn-ablation", PAPER_REPO, "lmattn_ablation_ckpt.pt"),
+    )
+}
+PAPER_ALIASES = {PAPER_REPO: "instantrestore-paper"}  # the hub id names the final model
+
+
+def find_paper_checkpoint(name: str) -> PaperCheckpoint | None:
+    return PAPER_CHECKPOINTS.get(PAPER_ALIASES.get(name, name))
 
 
 def weights_dir() -> Path:

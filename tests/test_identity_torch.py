@@ -126,6 +126,11 @@ def test_identity_loss_is_differentiable_and_knows_people(faces):
     with torch.no_grad():
         assert loss(output - 0.01 * output.grad / output.grad.abs().max(), anchor) < same
         assert same < loss(other_person, anchor)
+        # over all 66 pairs: every same-person pair scores a lower loss than any different-person pair
+        embeddings = loss.embed(crops)
+    pair_loss = pair_distances(embeddings.numpy()) ** 2 / 2            # = 1 - cosine for unit vectors
+    same = pair_distances(np.array([[int(face["person"])] for face in faces], np.float32)) == 0
+    assert pair_loss[same].max() < pair_loss[~same].min()
 
 
 def test_recipe_builds_the_identity_term_offline():

@@ -155,8 +155,9 @@ class DlibDescriptor(nn.Module):
         self.network = load_dlib_resnet(weights_path)
         self.input_range = input_range
         self.register_buffer("theta", _chip_theta(), persistent=False)
-        # resize every crop first to the size at which one chip pixel is one crop pixel, with antialiasing,
-        # as dlib cuts its chips from a pyramid level near the chip's scale rather than from full resolution
+        # every crop is first resized, with antialiasing, to the size at which one chip pixel is one crop
+        # pixel: sampled directly, a 512-px crop sends gradient to only 80% of the pixels under the chip
+        # (bilinear taps 2.2 px apart). It does not change the agreement with dlib (same cosines either way).
         self.working_size = round(512 / math.hypot(*DLIB_CHIP_TO_CROP512[:, 0]))
 
     def to_working_size(self, crops: torch.Tensor) -> torch.Tensor:

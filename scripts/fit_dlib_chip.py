@@ -3,11 +3,12 @@
     python scripts/fit_dlib_chip.py [--shared ../shared]
 
 dlib cuts its chip with a similarity transform fitted to 51 of its 68 landmarks; we align with a
-similarity fitted to five points. Between the two there is a similarity that depends a little on each
-face. This fits one, by least squares over the chip corners of FRLL `train` faces (views 03, 08: frontal),
-and prints it for `DLIB_CHIP_TO_CROP512` in instantrestore/faces/dlib_resnet.py. It then checks it on the
-`val` people: the port's descriptor of the chip cut with the fixed affine from our aligned crop, against
-dlib's own `compute_face_descriptor` of the photo (cosine, and dlib's 0.6 distance).
+similarity fitted to five points. Between the two there is a similarity that depends on each face, most
+on the head's turn. This fits one, by least squares over the chip corners of FRLL `train` faces (frontal
+and three-quarter views; profiles are left out), and prints it for `DLIB_CHIP_TO_CROP512` in
+instantrestore/faces/dlib_resnet.py. It then checks the packaged one on the `val` people: the port's
+descriptor of dlib's own chip, and of the chip cut with the fixed affine from our aligned crop, against
+dlib's own `compute_face_descriptor` of the photo (cosine, and verdicts at dlib's 0.6 distance).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instantrestore.faces import FaceAnalyzer  # noqa: E402
-from instantrestore.faces.dlib_resnet import CHIP_SIZE, DlibDescriptor, SAME_PERSON_DISTANCE  # noqa: E402
+from instantrestore.faces.dlib_resnet import (CHIP_SIZE, SAME_PERSON_DISTANCE, DlibDescriptor,  # noqa: E402
+                                              DlibTorchIdentity)
 from instantrestore.faces.landmarks import dlib_model_files  # noqa: E402
 from instantrestore.imageio import read_image  # noqa: E402
 
 CHIP_PADDING = 0.25
 CROP = 512
-VIEWS = ("03", "08")
 
 
 def chip_to_photo(details: dlib.chip_details) -> np.ndarray:
@@ -82,22 +83,25 @@ class Faces:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("INSTANTRESTORE_SHARED", REPO.parent / "shared")))
-    parser.add_argument("--fit-people", type=int, default=40, help="train people to fit on")
+    parser.add_argument("--fit-people", type=int, default=20, help="train people to fit on")
+    parser.add_argument("--fit-views", default="02,03,04,07,08,09",
+                        help="FRLL views to fit on (03, 08: frontal; 02, 04, 07, 09: three-quarter)")
+    parser.add_argument("--check-views", default="02,03,04,07,08,09", help="FRLL views of the val people to check on")
     args = parser.parse_args()
     torch.set_num_threads(2)
     faces = Faces()
 
-    def collect(persons: list[str]) -> list[dict]:
+    def collect(persons: list[str], views: str) -> list[dict]:
         found = []
         for person in persons:
-            for view in VIEWS:
+            for view in views.split(","):
                 face = faces(read_image(args.shared / f"data/frll/images/{person}/{person}_{view}.jpg"))
                 if face is not None:
                     found.append(dict(face, person=person))
         return found
 
     # fit: chip corners and centre, mapped by each face's own chip -> crop transform, pooled
-    train = collect(people(args.shared, "train")[: args.fit_people])
+    train = collect(people(args.shared, "train")[: args.fit_people], args.fit_views)
     grid = np.array([[0, 0], [CHIP_SIZE - 1, 0], [0, CHIP_SIZE - 1], [CHIP_SIZE - 1, CHIP_SIZE - 1],
                      [(CHIP_SIZE - 1) / 2, (CHIP_SIZE - 1) / 2]], np.float64)
     source = np.concatenate([grid] * len(train)).astype(np.float32)
@@ -112,7 +116,7 @@ def main() -> None:
 
     # check on the val people, against dlib's descriptor of the photo: the port on dlib's own chips, then
     # on chips cut with the packaged affine from our aligned crops
-    val = collect(people(args.shared, "val"))
+    val = collect(people(args.shared, "val"), args.check_views)
     theirs = np.stack([face["dlib"] for face in val])
     descriptor = DlibDescriptor()
     for size in ("dlib chip", 256, CROP):
@@ -134,6 +138,9 @@ def main() -> None:
         ours_d = np.linalg.norm(ours[:, None] - ours[None], axis=-1)[upper]
         theirs_d = np.linalg.norm(theirs[:, None] - theirs[None], axis=-1)[upper]
         agree = ((ours_d < SAME_PERSON_DISTANCE) == (theirs_d < SAME_PERSON_DISTANCE)).mean()
+        unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+        agree_cosine = (((unit @ unit.T)[upper] >= DlibTorchIdentity.same_person_threshold)
+                        == (theirs_d < SAME_PERSON_DISTANCE)).mean()
         right = ((ours_d < SAME_PERSON_DISTANCE) == same[upper]).mean()
         right_dlib = ((theirs_d < SAME_PERSON_DISTANCE) == same[upper]).mean()
         source = size if size == "dlib chip" else f"{size}-px crop + fixed affine"
@@ -141,7 +148,8 @@ def main() -> None:
               f"descriptor of the photo min {cosine.min():.5f} mean {cosine.mean():.5f}; L2 max {distance.max():.3f} "
               f"mean {distance.mean():.3f}; pair distances within {np.abs(ours_d - theirs_d).max():.3f} of dlib's; "
               f"verdicts at {SAME_PERSON_DISTANCE} equal to dlib's on {agree:.2%} of {len(ours_d)} pairs; right on "
-              f"{right:.2%} (dlib {right_dlib:.2%}); {seconds:.2f} s")
+              f"{right:.2%} (dlib {right_dlib:.2%}); cosine >= {DlibTorchIdentity.same_person_threshold} "
+              f"(dlib-torch) agrees with dlib's rule on {agree_cosine:.2%}; {seconds:.2f} s")
 
 
 if __name__ == "__main__":

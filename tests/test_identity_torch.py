@@ -13,7 +13,8 @@ from instantrestore import losses
 from instantrestore.errors import WeightsError
 from instantrestore.faces import FaceAnalyzer
 from instantrestore.faces.dlib_resnet import (CHIP_SIZE, SAME_PERSON_DISTANCE, WEIGHTS_PATH, DlibDescriptor,
-                                              load_dlib_resnet)
+                                              DlibTorchIdentity, load_dlib_resnet)
+from instantrestore.faces.identity import DlibIdentity
 from instantrestore.faces.landmarks import dlib_model_files
 from instantrestore.imageio import read_image
 from instantrestore.training import recipes
@@ -100,6 +101,17 @@ def test_descriptor_takes_either_range_and_any_size(faces):
         assert torch.nn.functional.cosine_similarity(in_01(larger), reference).min() > 0.99
 
 
+def test_dlib_torch_identity_model_scores_like_dlib(faces):
+    """The port as a scoring model (no landmarks per crop) gives dlib's scores on crops of mixed sizes."""
+    crops = [face["crop"] if index % 2 else cv2.resize(face["crop"], (512, 512)) for index, face in enumerate(faces)]
+    ours, theirs = DlibTorchIdentity().embed(crops), DlibIdentity().embed(crops)
+    assert ours.shape == (len(crops), 128) and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    assert cosine(ours, theirs).min() > 0.99
+    threshold = DlibTorchIdentity.same_person_threshold
+    assert np.array_equal(ours @ ours.T >= threshold, theirs @ theirs.T >= threshold)
+    assert DlibTorchIdentity().embed([]).shape == (0, 128)
+
+
 def test_identity_loss_is_differentiable_and_knows_people(faces):
     loss = losses.IdentityLoss()
     assert loss.available and "dlib" in loss.name
@@ -114,6 +126,11 @@ def test_identity_loss_is_differentiable_and_knows_people(faces):
     with torch.no_grad():
         assert loss(output - 0.01 * output.grad / output.grad.abs().max(), anchor) < same
         assert same < loss(other_person, anchor)
+        # over all 66 pairs: every same-person pair scores a lower loss than any different-person pair
+        embeddings = loss.embed(crops)
+    pair_loss = pair_distances(embeddings.numpy()) ** 2 / 2            # = 1 - cosine for unit vectors
+    same = pair_distances(np.array([[int(face["person"])] for face in faces], np.float32)) == 0
+    assert pair_loss[same].max() < pair_loss[~same].min()
 
 
 def test_recipe_builds_the_identity_term_offline():

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
+from instantrestore.faces.identity import DlibIdentity, IdentityModel
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "dlib_resnet" / "model.safetensors"
 CHIP_SIZE = 150
@@ -124,9 +125,10 @@ def load_dlib_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
 
 # Where dlib's chip lies in our FFHQ-aligned crop: chip pixel (x, y, 1) -> pixel of a 512-px crop
 # (pixel centres at integers, as in cv2 and dlib). dlib fits its chip to 51 of its 68 landmarks and we align
-# on five points, so the true map moves a little from face to face: this one is fitted by least squares
-# over FRLL train faces (scripts/fit_dlib_chip.py, which also prints how far single faces stray).
-DLIB_CHIP_TO_CROP512 = np.array([[2.3124, 0.0091084, 85.797], [-0.0091084, 2.3124, 134.27]])
+# on five points, so the true map moves from face to face, most with the head's turn. This one is fitted by
+# least squares on real faces, not derived from dlib's template: FRLL train photos, frontal and
+# three-quarter (scripts/fit_dlib_chip.py, which also prints how far single faces stray).
+DLIB_CHIP_TO_CROP512 = np.array([[2.2142, 0.010434, 92.794], [-0.010434, 2.2142, 142.06]])
 
 
 def _chip_theta() -> torch.Tensor:
@@ -153,16 +155,22 @@ class DlibDescriptor(nn.Module):
         self.network = load_dlib_resnet(weights_path)
         self.input_range = input_range
         self.register_buffer("theta", _chip_theta(), persistent=False)
-        # resize every crop first to the size at which one chip pixel is one crop pixel, with antialiasing,
-        # as dlib cuts its chips from a pyramid level near the chip's scale rather than from full resolution
+        # every crop is first resized, with antialiasing, to the size at which one chip pixel is one crop
+        # pixel: sampled directly, a 512-px crop sends gradient to only 80% of the pixels under the chip
+        # (bilinear taps 2.2 px apart). It does not change the agreement with dlib (same cosines either way).
         self.working_size = round(512 / math.hypot(*DLIB_CHIP_TO_CROP512[:, 0]))
 
+    def to_working_size(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) aligned crops -> (B, 3, W, W), values unchanged in range."""
+        if crops.shape[-1] == self.working_size:
+            return crops.float()
+        return F.interpolate(crops.float(), size=(self.working_size, self.working_size), mode="bilinear",
+                             align_corners=False, antialias=True)
+
     def chips(self, crops: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) aligned crops -> (B, 3, 150, 150) dlib chips in [0, 255]."""
+        """(B, 3, S, S) aligned crops in `input_range` -> (B, 3, 150, 150) dlib chips in [0, 255]."""
         low, high = self.input_range
-        crops = (crops.float() - low) * (255.0 / (high - low))
-        crops = F.interpolate(crops, size=(self.working_size, self.working_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+        crops = (self.to_working_size(crops) - low) * (255.0 / (high - low))
         grid = F.affine_grid(self.theta.expand(len(crops), 2, 3), [len(crops), 3, CHIP_SIZE, CHIP_SIZE],
                              align_corners=False)
         return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -170,3 +178,32 @@ class DlibDescriptor(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) aligned crops -> (B, 128) raw dlib descriptors (not unit length)."""
         return self.network(self.chips(crops))
+
+
+class DlibTorchIdentity(IdentityModel):
+    """dlib's descriptor through this port, for scoring: no landmark search per crop (the chip is cut with
+    the fixed affine), batched, and the same network the identity loss trains with. It keeps dlib's cosine
+    threshold (`DlibIdentity`); scripts/fit_dlib_chip.py measures how often its verdicts match dlib's."""
+
+    name = "dlib-torch"
+    dim = 128
+    same_person_threshold = DlibIdentity.same_person_threshold
+    BATCH = 16
+
+    def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
+        self.descriptor = DlibDescriptor(weights_path, input_range=(0.0, 255.0))
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        descriptors = [np.zeros((0, self.dim), np.float32)]
+        with torch.no_grad():
+            for start in range(0, len(crops), self.BATCH):
+                # crops of one call may differ in size: each goes to the working size on its own
+                batch = torch.cat([self.descriptor.to_working_size(_uint8_to_tensor(crop))
+                                   for crop in crops[start:start + self.BATCH]])
+                descriptors.append(F.normalize(self.descriptor(batch), dim=-1).numpy())
+        return np.concatenate(descriptors)
+
+
+def _uint8_to_tensor(crop: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> (1, 3, H, W) float in [0, 255]."""
+    return torch.from_numpy(np.ascontiguousarray(crop[..., :3])).permute(2, 0, 1)[None].float()

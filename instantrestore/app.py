@@ -227,8 +227,7 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 7860, sha
     """Serve the page until SIGINT or SIGTERM, then close the server and remove the work folder."""
     app = RestoreApp(device=device)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     page = app.build(model_choices(model if model != "default" else None))
     try:
         page.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, ssr_mode=False,
@@ -239,3 +238,5 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 7860, sha
     finally:
         page.close(verbose=False)
         app.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

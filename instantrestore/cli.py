@@ -363,7 +363,10 @@ def cmd_app(args: argparse.Namespace) -> int:
         if err.name != "gradio":
             raise
         raise UsageError("the web app needs gradio: pip install 'instantrestore[app]'") from None
-    serve(model=args.model, host=args.host, port=args.port, share=args.share, device=args.device)
+    try:
+        serve(model=args.model, host=args.host, port=args.port, share=args.share, device=args.device)
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        raise UsageError(f"cannot serve on {args.host}:{args.port} ({str(err).split('. ')[0]})") from None
     return EXIT_OK
 
 

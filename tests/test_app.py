@@ -118,6 +118,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_port_in_use_is_one_line(page_app, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["app", "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot serve on 127.0.0.1:") and len(err.splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`instantrestore app` in its own process; at the end, SIGTERM must stop it cleanly."""
@@ -125,8 +134,10 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
-    process = subprocess.Popen([sys.executable, "-m", "instantrestore.cli", "app", "--port", str(port)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp / "app.log"  # a file, not a pipe: a pipe nobody reads until the end could fill and stall the app
+    with log.open("w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "instantrestore.cli", "app", "--port", str(port)],
+                                   env=env, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + TIMEOUT
     while True:
@@ -136,15 +147,18 @@ def served(tmp_path_factory):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"the app did not start:\n{process.communicate()[0]}")
+                process.wait()
+                pytest.fail(f"the app did not start:\n{log.read_text()}")
             time.sleep(0.5)
     yield url
     process.send_signal(signal.SIGTERM)
     try:
-        output = process.communicate(timeout=60)[0]
+        process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
         pytest.fail("the app did not stop within 60 s of SIGTERM")
+    output = log.read_text()
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
     assert not list(tmp.glob("instantrestore-app-*")), "the app left its work folder behind"

@@ -35,7 +35,7 @@ from instantrestore.models.base import DEFAULT_TILE, resolve_device
 
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 PACKAGED_UPSAMPLERS = {"esrgan-x2": "esrgan_medium_x2", "esrgan-x4": "esrgan_medium_x4"}
-REALESRGAN = {"realesrgan-x2": "RealESRGAN_x2plus", "realesrgan-x4": "RealESRGAN_x4plus"}
+REALESRGAN = ("realesrgan-x2", "realesrgan-x4")  # registered in models/registry.py
 UPSAMPLER_NAMES = ["none", *PACKAGED_UPSAMPLERS, *REALESRGAN]
 DEFAULT_TILE_PAD = 24
 

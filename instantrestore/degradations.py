@@ -9,8 +9,9 @@ The blind presets follow GFP-GAN's `FFHQDegradationDataset` (Wang et al. 2021):
     -> resize back to the input size (bilinear)
     -> optional colour shift / grayscale
 
-The super-resolution presets (`sr4`, `sr8`, `sr16`) are the fixed, noise-free degradation of
-super-resolution benchmarks: bicubic down by the factor, bicubic back up to the input size.
+The super-resolution presets (`sr4`, `sr8`, `sr16`, `sr32`) are the fixed, noise-free degradation of
+super-resolution benchmarks: bicubic down by the factor, bicubic back up to the input size (`sr32` leaves
+a 512-px face 16 px wide, the size of faces in group photos).
 
 Written by hand with cv2/numpy because `basicsr` (where GFP-GAN takes these functions from) does not
 install against current torchvision. All randomness goes through one `numpy.random.Generator`, and
@@ -78,6 +79,7 @@ PRESETS: dict[str, DegradationPreset] = {
         DegradationPreset("sr4", sr_factor=4),
         DegradationPreset("sr8", sr_factor=8),
         DegradationPreset("sr16", sr_factor=16),
+        DegradationPreset("sr32", sr_factor=32),
     )
 }
 

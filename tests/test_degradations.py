@@ -23,7 +23,7 @@ def image() -> np.ndarray:
 
 
 def test_contract_presets_exist():
-    assert {"gfpgan", "codeformer", "instantrestore", "sr4", "sr8", "sr16"} <= set(PRESETS)
+    assert {"gfpgan", "codeformer", "instantrestore", "sr4", "sr8", "sr16", "sr32"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -121,13 +121,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError("no input images")
     _at_least("--num-refs", args.num_refs, 0)
     _at_least("--upscale", args.upscale, 1)
+    _at_least("--bg-tile", args.bg_tile, 0)
     if args.ext != "auto" and not is_image_path(Path(f"output.{args.ext}")):
         formats = ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
         raise UsageError(f"--ext {args.ext}: not an image format (auto, {formats})")
     out = _output_dir(args.output)
     input_set = {path.resolve() for path in inputs}
-    if args.upscale < 1 or args.bg_tile < 0:
-        raise UsageError(f"-s {args.upscale} / --bg-tile {args.bg_tile}: expected -s >= 1 and --bg-tile >= 0")
     restorer = _load(args)
     if not args.aligned or args.refs:
         restorer.analyzer  # builds the face detector now: a bad --detector is a usage error, not N failed photos

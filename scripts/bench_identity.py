@@ -6,7 +6,7 @@ aligned as everywhere else (512 px FFHQ crops); every pair scored by each net's 
     balanced accuracy (the middle of the best plateau): the nets' `same_person_threshold`;
   - Pearson and Spearman correlation of the nets' cosine distances over all pairs (an independent second
     opinion correlates, but far from 1);
-  - seconds per face of each net's `embed`.
+  - CPU seconds per face of each net's `embed` (landmarks, crop and net; CPU time, since the machine is shared).
 
     .venv/bin/python scripts/bench_identity.py --nets dlib faceres --out out/bench_identity.json
 """
@@ -71,12 +71,12 @@ def main() -> None:
     nets, distances = {}, {}
     for name in args.nets:
         model = load_identity_model(name)
-        start = time.perf_counter()
+        start = time.process_time()
         embeddings = model.embed(crops)
-        seconds = (time.perf_counter() - start) / len(crops)
+        cpu_seconds = (time.process_time() - start) / len(crops)
         cosine = np.array([float(embeddings[i] @ embeddings[j]) for i, j in pairs])
         distances[model.name] = 1 - cosine
-        nets[model.name] = {**separation(cosine, same), "sec_per_face": seconds}
+        nets[model.name] = {**separation(cosine, same), "cpu_sec_per_face": cpu_seconds}
         print(f"{model.name}: {json.dumps(nets[model.name])}")
     correlation = {}
     for a, b in combinations(distances, 2):

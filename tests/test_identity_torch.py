@@ -165,3 +165,10 @@ def test_bad_weight_file_is_one_line_weights_error(tmp_path, damage):
         load_dlib_resnet(path)
     message = str(err.value)
     assert str(path) in message and "\n" not in message
+
+
+def test_dlib_torch_is_an_identity_model_by_name():
+    from instantrestore.faces.identity import load_identity_model
+
+    model = load_identity_model("dlib-torch")
+    assert model.name == "dlib-torch" and model.dim == 128

@@ -195,8 +195,15 @@ class FaceResIdentity(IdentityModel):
 
 
 # The identity nets by name; `dlib-torch` (the differentiable port used as a training loss) joins here.
+def _dlib_torch() -> IdentityModel:
+    from instantrestore.faces.dlib_resnet import DlibTorchIdentity  # imports this module: import it late
+
+    return DlibTorchIdentity()
+
+
 IDENTITY_BACKENDS: dict[str, Callable[[], IdentityModel]] = {
     "dlib": DlibIdentity,
+    "dlib-torch": _dlib_torch,  # the identity loss's net: a score with it is not independent of training
     "faceres": FaceResIdentity,
 }
 DEFAULT_IDENTITY_MODEL = "dlib"

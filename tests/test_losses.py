@@ -133,3 +133,24 @@ def test_discriminator_shapes_and_minibatch_stddev():
     with pytest.raises(ValueError):
         StyleGAN2Discriminator(48)
     F.softplus(logits).mean().backward()
+
+
+def test_landmark_term_reads_only_usable_references():
+    from instantrestore.models.attention import AttentionCapture
+    from instantrestore.training.recipes import landmark_term
+
+    side, num_refs, batch_size = 4, 3, 2
+    probs = torch.rand(batch_size, 2, side * side, num_refs * side * side, generator=torch.Generator().manual_seed(0))
+    captured = AttentionCapture(probs.softmax(-1), self_tokens=0, num_refs=num_refs, ref_tokens=side * side)
+    landmarks = torch.tensor([[[4.0, 4.0], [12.0, 20.0]]]).expand(batch_size, 2, 2)
+    batch = {"target_landmarks": landmarks, "reference_landmarks": landmarks[:, None].expand(-1, num_refs, -1, -1),
+             "target_landmarks_valid": torch.tensor([True, True]),
+             "reference_landmarks_valid": torch.tensor([[False, True, False], [False, False, False]])}
+    present = torch.ones(batch_size, num_refs, dtype=torch.bool)
+    term = landmark_term(captured, batch, present, 32, torch.Generator().manual_seed(1))
+    # sample 0 can only use reference 1; sample 1 has none and weighs nothing
+    expected = losses.landmark_attention_loss(captured.reference(1)[:1].mean(1)[:, None], landmarks[:1],
+                                              landmarks[:1, None], side, 32)
+    torch.testing.assert_close(term, expected)
+    batch["target_landmarks_valid"] = torch.tensor([False, False])  # a turned target: nothing to learn from
+    assert landmark_term(captured, batch, present, 32, torch.Generator().manual_seed(1)) == 0

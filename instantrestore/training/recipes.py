@@ -20,6 +20,7 @@ from torch import nn
 
 from instantrestore import losses
 from instantrestore.errors import ConfigError
+from instantrestore.models.attention import AttentionCapture
 from instantrestore.models.discriminator import StyleGAN2Discriminator
 from instantrestore.training.config import TrainConfig
 
@@ -227,24 +228,12 @@ class InstantRestoreRecipe(Recipe):
         output01 = (output + 1) / 2
         total, logs = self.quality_terms(output01, batch["target"])
         if captured is not None and captured.num_refs > 0:
-            term = self.landmark_term(captured, batch, reference_mask, rng)
+            term = landmark_term(captured, batch, reference_mask, self.config.data.size, rng)
             total = total + weights.landmark * term
             logs["landmark"] = term.item()
         adversarial, adversarial_logs = self.adversarial_term(discriminator, output)
         logs.update(adversarial_logs)
         return GeneratorStep(loss=total + adversarial, fake=output, real=batch["target"] * 2 - 1, logs=logs)
-
-    def landmark_term(self, captured, batch: dict[str, Any], reference_mask: torch.Tensor,
-                      rng: torch.Generator) -> torch.Tensor:
-        """Landmark attention loss against one usable reference per sample; samples without one weigh 0."""
-        usable = reference_mask & batch["reference_landmarks_valid"] & batch["target_landmarks_valid"][:, None]
-        draw = torch.rand(usable.shape, generator=rng, device=rng.device).to(usable.device)
-        chosen = draw.masked_fill(~usable, -1.0).argmax(dim=1)                       # (B,)
-        rows = torch.arange(usable.shape[0], device=usable.device)
-        attention = captured.references().mean(1)[rows, :, chosen]                  # (B, Nq, N), heads averaged
-        return losses.landmark_attention_loss(
-            attention[:, None].float(), batch["target_landmarks"], batch["reference_landmarks"][rows, chosen][:, None],
-            captured.side, self.config.data.size, reference_mask=usable.any(dim=1)[:, None])
 
     def restore(self, generator, batch) -> torch.Tensor:
         seeded = torch.Generator(device=batch["degraded"].device).manual_seed(0)
@@ -290,6 +279,20 @@ class TrainingReferenceFeatures:
                       for k in range(num_refs)] for b in range(batch_size)]
             stacked[layer] = torch.stack([torch.stack(row, dim=1) for row in slots], dim=1).float()
         return stacked
+
+
+def landmark_term(captured: AttentionCapture, batch: dict[str, Any], reference_mask: torch.Tensor, image_size: int,
+                  rng: torch.Generator) -> torch.Tensor:
+    """Landmark attention loss of one captured layer against one reference per sample, drawn among those
+    whose landmarks, like the target's, are reliable; samples without such a reference weigh 0."""
+    usable = reference_mask & batch["reference_landmarks_valid"] & batch["target_landmarks_valid"][:, None]
+    draw = torch.rand(usable.shape, generator=rng, device=rng.device).to(usable.device)
+    chosen = draw.masked_fill(~usable, -1.0).argmax(dim=1)                           # (B,)
+    rows = torch.arange(usable.shape[0], device=usable.device)
+    attention = captured.references().mean(1)[rows, :, chosen]                      # (B, Nq, N), heads averaged
+    return losses.landmark_attention_loss(
+        attention[:, None].float(), batch["target_landmarks"], batch["reference_landmarks"][rows, chosen][:, None],
+        captured.side, image_size, reference_mask=usable.any(dim=1)[:, None])
 
 
 def drop_references(reference_mask: torch.Tensor, probability: float, rng: torch.Generator) -> torch.Tensor:

@@ -92,3 +92,4 @@ def test_packaged_models_ship_small_and_restore(name, references, shared):
     assert restored.shape == face.shape and restored.dtype == np.uint8
     assert np.array_equal(restored, restorer.restore_face(face, refs=refs, seed=0))  # seeded: deterministic
     assert np.abs(restored.astype(int) - face.astype(int)).mean() > 1  # the network did something
+

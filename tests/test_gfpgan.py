@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.message
 import hashlib
 import io
 import json
@@ -524,7 +525,7 @@ def test_offline_missing_weights_name_the_url_and_the_place(monkeypatch, tmp_pat
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
     entry = registry.REGISTERED_WEIGHTS["gfpgan-v1.4"]
     with pytest.raises(WeightsError) as err:
         resolve_weights("gfpgan-v1.4")
@@ -542,9 +543,12 @@ def test_download_is_checksum_verified_and_atomic(monkeypatch, tmp_path):
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
 
     class Response(io.BytesIO):
-        headers = {"Content-Length": str(len(payload))}
+        def info(self) -> email.message.Message:
+            headers = email.message.Message()
+            headers["Content-Length"] = str(len(payload))
+            return headers
 
-    monkeypatch.setattr(registry.urllib.request, "urlopen", lambda url, timeout: Response(payload))
+    monkeypatch.setattr(torch.hub, "urlopen", lambda request: Response(payload))
     target = tmp_path / "weights" / "GFPGANv1.4.pth"
 
     def register(sha256: str) -> None:

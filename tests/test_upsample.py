@@ -147,7 +147,7 @@ def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(registry.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
     with pytest.raises(WeightsError) as err:
         load_upsampler("realesrgan-x4")
     message = one_line(err)

@@ -9,19 +9,16 @@ says in one line which URL to fetch and where to put the file. Checkpoints are r
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from tqdm import tqdm
+from torch.hub import download_url_to_file
 
 from instantrestore.errors import WeightsError
-from instantrestore.imageio import atomic_output
 
 
 @dataclass(frozen=True)
@@ -109,20 +106,16 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
 
 
 def download(weights: RegisteredWeights, target: Path) -> Path:
-    """Fetch `weights.url` to `target` atomically, verifying its sha256 when one is registered."""
-    digest = hashlib.sha256()
+    """Fetch `weights.url` to `target` with a progress bar, verifying its sha256 when one is registered.
+
+    torch.hub writes to a temporary file beside `target` and moves it into place only when the digest
+    matches, so an interrupted or corrupted download never leaves a file at `target`.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(weights.url, timeout=60) as response, atomic_output(target) as handle:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {weights.filename}") as progress:
-                while chunk := response.read(1 << 20):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    progress.update(len(chunk))
-            # raised inside atomic_output, so the bad download is deleted, never renamed onto `target`
-            if weights.sha256 is not None and digest.hexdigest() != weights.sha256:
-                raise WeightsError(f"{weights.url}: downloaded file has sha256 {digest.hexdigest()}, "
-                                   f"expected {weights.sha256}; not saved to {target}")
+        download_url_to_file(weights.url, str(target), hash_prefix=weights.sha256, progress=True)
+    except RuntimeError as err:  # torch.hub's digest mismatch
+        raise WeightsError(f"{weights.url}: sha256 mismatch, {err}; not saved to {target}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise WeightsError(f"{weights.name}: cannot download ({reason}); fetch {weights.url} "

@@ -13,6 +13,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
+from safetensors.torch import load_file, save_file
 
 from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.models.attention import SharedAttnProcessor, up_block_self_attention_layers
@@ -136,6 +137,16 @@ def test_lora_round_trip_gives_identical_outputs(model, tmp_path):
     # depend on the memory alignment of weights read from a file
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
     torch.testing.assert_close(fused, before, atol=1e-4, rtol=0)
+    # a LoRA file missing one tensor, or holding another shape, is refused in one line
+    lora = load_file(str(path / "unet_lora.safetensors"))
+    first = sorted(lora)[0]
+    save_file({k: v for k, v in lora.items() if k != first}, str(path / "unet_lora.safetensors"))
+    with pytest.raises(WeightsError, match="1 missing"):
+        InstantRestoreModel.from_pretrained(path)
+    save_file({**lora, first: torch.zeros(1, 1)}, str(path / "unet_lora.safetensors"))
+    with pytest.raises(WeightsError, match="1 of another shape") as err:
+        InstantRestoreModel.from_pretrained(path)
+    assert "\n" not in str(err.value)
 
 
 def test_trainable_parameters_are_lora_conv_in_and_vae_skips_only(model):

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 from peft import LoraConfig
-from peft.utils import set_peft_model_state_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -527,11 +526,17 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_adapter(model: torch.nn.Module, path: Path) -> None:
-    """Load LoRA weights saved by diffusers' `save_lora_adapter` into the model's existing adapter."""
-    state = _load_safetensors(path)
-    result = set_peft_model_state_dict(model, state, adapter_name="default")
-    expected = {name for name, _ in model.named_parameters() if "lora_" in name}
-    loaded = expected - set(result.missing_keys)
-    if result.unexpected_keys or loaded != expected:
-        raise WeightsError(f"{path}: LoRA weights do not fit the model "
-                           f"({len(result.unexpected_keys)} unexpected, {len(expected - loaded)} missing tensors)")
+    """Load LoRA weights written by `save_lora_adapter` into the model's existing adapter (`load_lora_adapter`
+    with hotswap). diffusers only warns about tensors that do not fit; a checkpoint must fit exactly."""
+    expected = {name.replace(".default.", "."): tuple(value.shape)
+                for name, value in model.named_parameters() if "lora_" in name}
+    found = {name: tuple(value.shape) for name, value in _load_safetensors(path).items()}
+    if found != expected:
+        reshaped = sum(found[name] != shape for name, shape in expected.items() if name in found)
+        raise WeightsError(f"{path}: LoRA weights do not fit the model ({len(found.keys() - expected.keys())} "
+                           f"unexpected, {len(expected.keys() - found.keys())} missing, {reshaped} of another shape)")
+    try:
+        model.load_lora_adapter(str(path.parent), weight_name=path.name, prefix=None, adapter_name="default",
+                                hotswap=True)
+    except (ValueError, RuntimeError) as err:
+        raise WeightsError(f"{path}: LoRA weights do not fit the model ({_first_line(err)})") from None

@@ -265,10 +265,11 @@ class TrainingReferenceFeatures:
                 for b in range(batch_size)]
         missing = {keys[b][k]: references[b, k] for b in range(batch_size) for k in range(num_refs)
                    if present[b, k] and keys[b][k] not in self.features}
-        if missing:
-            encoded = model.encode_references(torch.stack(list(missing.values())) * 2 - 1)  # (2, 1, M, N, C)
-            for index, key in enumerate(missing):
-                self.features[key] = {layer: kv[:, 0, index].to(torch.float16).clone() for layer, kv in encoded.items()}
+        # one reference per pass: batched, the last bits would depend on which photos happened to be
+        # missing together, and a resumed run (empty cache) would drift from an uninterrupted one
+        for key, reference in missing.items():
+            encoded = model.encode_references(reference[None] * 2 - 1)  # layer -> (2, 1, 1, N, C)
+            self.features[key] = {layer: kv[:, 0, 0].to(torch.float16).clone() for layer, kv in encoded.items()}
         stacked = {}
         for layer in model.shared_layers:
             example = next(self.features[keys[b][k]][layer] for b in range(batch_size) for k in range(num_refs)

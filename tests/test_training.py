@@ -196,6 +196,8 @@ def _assert_same_training_state(straight: Path, resumed: Path) -> None:
             for key, value in state_a[index].items():
                 assert torch.equal(value, state_b[index][key]), (name, index, key)
     assert _metrics_without_time(straight) == _metrics_without_time(resumed)
+    state_a, state_b = (torch.load(run / "checkpoint" / "state.pt", weights_only=True) for run in (straight, resumed))
+    assert (state_a["step"], state_a["ema_step"]) == (state_b["step"], state_b["ema_step"])
 
 
 def _resume_without_rng_state(run: Path, copy: Path, seed: int) -> Path:
@@ -224,8 +226,12 @@ def test_gfpgan_resume_is_bit_identical(tmp_path: Path, gfpgan_config: Path, mon
     train(load_config(gfpgan_config, [f"out_dir={interrupted}"]))
     assert steps == [2, 3]
     _assert_same_training_state(straight, interrupted)
-    parts = {key.split(".")[0] for key in _weights(straight)}
-    assert parts == {"generator", "discriminator", "ema"} and "ema.n_averaged" in _weights(straight)
+    weights = _weights(straight)
+    assert {key.split(".")[0] for key in weights} == {"generator", "discriminator", "ema"}
+    # the EMA averages every trainable weight, and has taken one update per step
+    assert {key.removeprefix("ema.") for key in weights if key.startswith("ema.")} == {
+        key.removeprefix("generator.") for key in weights if key.startswith("generator.") and ".noises." not in key}
+    assert torch.load(straight / "checkpoint" / "state.pt", weights_only=True)["ema_step"] == 4
     assert (straight / "val" / "step_0000004.png").is_file()
     # the generator's noise comes from the saved RNG: without it, the same two steps end elsewhere
     train(load_config(gfpgan_config, [f"out_dir={without_rng}"]))
@@ -285,8 +291,11 @@ def test_instantrestore_resume_is_bit_identical(tmp_path: Path, instantrestore_c
     train_main(str(instantrestore_config), [f"out_dir={interrupted}"])
     assert steps == [1]
     _assert_same_training_state(straight, interrupted)
-    parts = {key.split(".")[0] for key in _weights(straight)}
-    assert parts == {"generator", "discriminator", "ema"} and "ema.n_averaged" in _weights(straight)
+    weights = _weights(straight)
+    assert {key.split(".")[0] for key in weights} == {"generator", "discriminator", "ema"}
+    # the EMA covers the trainable weights only: LoRA and conv_in, never the frozen reference branch
+    ema_keys = [key for key in weights if key.startswith("ema.")]
+    assert ema_keys and all("lora_" in key or ".conv_in." in key for key in ema_keys)
     # reference dropout, the diffusion noise and the timestep are drawn from the saved RNG
     train_main(str(instantrestore_config), [f"out_dir={without_rng}"])
     assert _generators_differ(straight, without_rng)

@@ -102,11 +102,28 @@ class Recipe:
             logs["identity"] = term.item()
         return total, logs
 
+    # the GAN update: the generator's adversarial term, and the discriminator's step on the same images
     def adversarial_term(self, discriminator: nn.Module | None, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if discriminator is None:
             return fake.new_zeros(()), {}
         term = losses.generator_adversarial_loss(discriminator(fake))
         return self.config.losses.adversarial * term, {"g_adv": term.item()}
+
+    def discriminator_step(self, discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor,
+                           step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Logistic loss on a generator step's (detached) `fake` against `real`, plus lazy R1 on the reals
+        every `r1_interval` steps, scaled by the interval (StyleGAN2)."""
+        weights = self.config.losses
+        with_r1 = step % weights.r1_interval == 0
+        real = real.detach().requires_grad_(with_r1)
+        real_logits = discriminator(real)
+        loss = losses.discriminator_adversarial_loss(real_logits, discriminator(fake.detach()))
+        logs = {"d_loss": loss.item()}
+        if with_r1:
+            r1 = losses.r1_penalty(real_logits.float(), real)
+            loss = loss + weights.r1_gamma / 2 * weights.r1_interval * r1
+            logs.update(r1=r1.item(), d_loss=loss.item())
+        return loss, logs
 
 
 class GFPGANRecipe(Recipe):

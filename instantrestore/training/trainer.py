@@ -9,6 +9,11 @@ Exact resume: a checkpoint holds the weights, optimisers, EMA, step and RNG stat
 step s is a pure function of (seed, s) (`StepBatchSampler`), so a run stopped at step k and resumed
 reaches the same weights as one that never stopped. `accelerate launch` adds devices and mixed precision
 (multi-GPU is written for but untested here: no GPU on the development machine).
+
+Checkpoints are written here rather than by `accelerator.save_state`: its custom states
+(`register_for_checkpointing`, needed for the training `torch.Generator` and the EMA) are unpickled with
+`weights_only=False`, and a failure to restore the RNG states is only logged, which would make an exact
+resume silently inexact.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import csv
 import json
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,13 +30,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_model, save_model
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from instantrestore import losses
 from instantrestore.data.dataset import FaceRestorationDataset
 from instantrestore.errors import ConfigError
 from instantrestore.imageio import write_bytes, write_image
@@ -102,7 +106,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(directory: Path, step: int, elapsed: float, generator: nn.Module, discriminator: nn.Module | None,
-                    ema: AveragedModel | None, optimizers: dict[str, torch.optim.Optimizer],
+                    ema: TrainableEMA | None, optimizers: dict[str, torch.optim.Optimizer],
                     rng: torch.Generator, accelerator: Accelerator) -> None:
     """Weights as safetensors, optimiser and RNG states as plain tensors (loadable with weights_only=True).
 
@@ -116,11 +120,12 @@ def save_checkpoint(directory: Path, step: int, elapsed: float, generator: nn.Mo
         if discriminator is not None:
             save_model(accelerator.unwrap_model(discriminator), str(temporary / "discriminator.safetensors"))
         if ema is not None:
-            save_model(ema, str(temporary / "ema.safetensors"))
+            save_file(ema.named_shadow(), str(temporary / "ema.safetensors"))
         torch.save({name: optimizer.state_dict() for name, optimizer in optimizers.items()},
                    temporary / "optimizers.pt")
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else {}
-        torch.save({"step": step, "elapsed": elapsed, "scaler": scaler}, temporary / "state.pt")
+        ema_step = ema.optimization_step if ema is not None else 0
+        torch.save({"step": step, "elapsed": elapsed, "scaler": scaler, "ema_step": ema_step}, temporary / "state.pt")
     accelerator.wait_for_everyone()
     rng_states = {"torch": torch.get_rng_state(), "train": rng.get_state(),
                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -133,18 +138,18 @@ def save_checkpoint(directory: Path, step: int, elapsed: float, generator: nn.Mo
 
 
 def load_checkpoint(directory: Path, generator: nn.Module, discriminator: nn.Module | None,
-                    ema: AveragedModel | None, optimizers: dict[str, torch.optim.Optimizer],
+                    ema: TrainableEMA | None, optimizers: dict[str, torch.optim.Optimizer],
                     rng: torch.Generator, accelerator: Accelerator) -> tuple[int, float]:
     """Restore everything `save_checkpoint` wrote; returns the step to continue from and the seconds spent."""
     load_model(accelerator.unwrap_model(generator), str(directory / "generator.safetensors"))
     if discriminator is not None:
         load_model(accelerator.unwrap_model(discriminator), str(directory / "discriminator.safetensors"))
-    if ema is not None:
-        load_model(ema, str(directory / "ema.safetensors"))
     states = torch.load(directory / "optimizers.pt", weights_only=True, map_location="cpu")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(states[name])
     state = torch.load(directory / "state.pt", weights_only=True)
+    if ema is not None:
+        ema.load_named_shadow(load_file(str(directory / "ema.safetensors")), int(state["ema_step"]))
     if accelerator.scaler is not None and state["scaler"]:
         accelerator.scaler.load_state_dict(state["scaler"])
     rng_states = torch.load(directory / f"rng_{accelerator.process_index}.pt", weights_only=True)
@@ -153,6 +158,36 @@ def load_checkpoint(directory: Path, generator: nn.Module, discriminator: nn.Mod
     if rng_states["cuda"]:
         torch.cuda.set_rng_state_all(rng_states["cuda"])
     return int(state["step"]), float(state["elapsed"])
+
+
+# ----------------------------------------------------------------------------- EMA
+class TrainableEMA(EMAModel):
+    """diffusers' EMAModel over the generator's trainable parameters only (the frozen reference branch of
+    InstantRestore is not copied), at a fixed decay: `min_decay = decay` turns off its warm-up, and its
+    first step copies the weights."""
+
+    def __init__(self, generator: nn.Module, parameters: list[nn.Parameter], decay: float) -> None:
+        super().__init__(parameters, decay=decay, min_decay=decay)
+        names = {id(parameter): name for name, parameter in generator.named_parameters()}
+        self.names = [names[id(parameter)] for parameter in parameters]
+
+    def named_shadow(self) -> dict[str, torch.Tensor]:
+        return {name: shadow.detach().cpu().contiguous() for name, shadow in zip(self.names, self.shadow_params)}
+
+    def load_named_shadow(self, tensors: dict[str, torch.Tensor], optimization_step: int) -> None:
+        for name, shadow in zip(self.names, self.shadow_params):
+            shadow.copy_(tensors[name])
+        self.optimization_step = optimization_step
+
+    @contextmanager
+    def applied(self, parameters: list[nn.Parameter]):
+        """The averaged weights in `parameters` for the duration (validation, export), then the trained ones."""
+        self.store(parameters)
+        self.copy_to(parameters)
+        try:
+            yield
+        finally:
+            self.restore(parameters)
 
 
 # ----------------------------------------------------------------------------- logging
@@ -216,7 +251,7 @@ def validate(recipe: Recipe, generator: nn.Module, batch: dict[str, Any], path: 
 def train(config: TrainConfig) -> Path:
     """Train `config.recipe`; returns OUT/final (the exported generator, EMA weights when EMA is on)."""
     out_dir = Path(config.out_dir)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
     device = accelerator.device
     torch.manual_seed(config.seed)
 
@@ -233,14 +268,12 @@ def train(config: TrainConfig) -> Path:
     recipe = build_recipe(config)
     generator = recipe.build_generator().to(device).train()
     discriminator = recipe.build_discriminator()
-    ema = None
-    if config.ema_decay > 0:
-        ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-        ema.requires_grad_(False)
+    trainable = recipe.trainable_parameters(generator)
+    ema = TrainableEMA(generator, trainable, config.ema_decay) if config.ema_decay > 0 else None
 
     # optimisers (AdamW with weight_decay 0 is Adam, GFP-GAN's choice)
     optim = config.optim
-    optimizers = {"g": torch.optim.AdamW(recipe.trainable_parameters(generator), lr=optim.lr_g, betas=optim.betas,
+    optimizers = {"g": torch.optim.AdamW(trainable, lr=optim.lr_g, betas=optim.betas,
                                          weight_decay=optim.weight_decay)}
     if discriminator is not None:
         discriminator = discriminator.to(device)
@@ -285,47 +318,40 @@ def train(config: TrainConfig) -> Path:
         optimizers["g"].zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         fakes, reals = [], []
-        for micro in range(config.grad_accum):
+        for _ in range(config.grad_accum):
             batch = to_device(next(loader), device)
-            with accelerator.no_sync(generator) if micro < config.grad_accum - 1 else nullcontext():
+            with accelerator.accumulate(generator):  # gradients sync on the last micro-batch only
                 with accelerator.autocast():
                     result = recipe.generator_step(generator, discriminator, batch, step, rng)
-                accelerator.backward(result.loss / config.grad_accum)
+                accelerator.backward(result.loss)  # divided by grad_accum there
             fakes.append(result.fake.detach())
             reals.append(result.real)
             for name, value in result.logs.items():
                 logs[name] = logs.get(name, 0.0) + value / config.grad_accum
             logs["g_loss"] = logs.get("g_loss", 0.0) + result.loss.item() / config.grad_accum
         if optim.grad_clip > 0:
-            logs["g_grad_norm"] = float(accelerator.clip_grad_norm_(recipe.trainable_parameters(generator),
-                                                                     optim.grad_clip))
+            logs["g_grad_norm"] = float(accelerator.clip_grad_norm_(trainable, optim.grad_clip))
         if optim.warmup_steps > 0:  # a function of the step alone, so a resumed run gets the same rates
             for group in optimizers["g"].param_groups:
                 group["lr"] = optim.lr_g * min(1.0, warmup_factor(step, optim.warmup_steps))
         optimizers["g"].step()
 
-        # discriminator: logistic loss on the generator's outputs, R1 on reals every r1_interval steps
+        # discriminator: the recipe's loss on the same micro-batches, then one step
         if discriminator is not None:
             discriminator.requires_grad_(True)
             optimizers["d"].zero_grad(set_to_none=True)
-            with_r1 = step % config.losses.r1_interval == 0
-            for micro, (fake, real) in enumerate(zip(fakes, reals)):
-                with accelerator.no_sync(discriminator) if micro < config.grad_accum - 1 else nullcontext():
-                    real = real.detach().requires_grad_(with_r1)
+            for fake, real in zip(fakes, reals):
+                with accelerator.accumulate(discriminator):
                     with accelerator.autocast():
-                        real_logits = discriminator(real)
-                        d_loss = losses.discriminator_adversarial_loss(real_logits, discriminator(fake))
-                    if with_r1:
-                        r1 = losses.r1_penalty(real_logits.float(), real)
-                        d_loss = d_loss + config.losses.r1_gamma / 2 * config.losses.r1_interval * r1
-                        logs["r1"] = logs.get("r1", 0.0) + r1.item() / config.grad_accum
-                    accelerator.backward(d_loss / config.grad_accum)
-                logs["d_loss"] = logs.get("d_loss", 0.0) + d_loss.item() / config.grad_accum
+                        d_loss, d_logs = recipe.discriminator_step(discriminator, fake, real, step)
+                    accelerator.backward(d_loss)
+                for name, value in d_logs.items():
+                    logs[name] = logs.get(name, 0.0) + value / config.grad_accum
             optimizers["d"].step()
 
-        # EMA of the generator
+        # EMA of the generator's trainable weights
         if ema is not None:
-            ema.update_parameters(accelerator.unwrap_model(generator))
+            ema.step(trainable)
 
         done = step + 1
         out_of_time = config.max_minutes > 0 and (time.perf_counter() - started) / 60 >= config.max_minutes
@@ -336,8 +362,9 @@ def train(config: TrainConfig) -> Path:
             metrics.write({"step": done, "seconds": round(time.perf_counter() - started, 2), **logs})
             progress.set_postfix(g=f"{logs['g_loss']:.4f}", refresh=False)
         if val_batch is not None and accelerator.is_main_process and (done % config.val_every == 0 or last):
-            model = ema.module if ema is not None else accelerator.unwrap_model(generator)
-            psnr = validate(recipe, model, val_batch, out_dir / "val" / f"step_{done:07d}.png")
+            with ema.applied(trainable) if ema is not None else nullcontext():
+                psnr = validate(recipe, accelerator.unwrap_model(generator), val_batch,
+                                out_dir / "val" / f"step_{done:07d}.png")
             metrics.write({"step": done, "val_psnr": round(psnr, 3)})
         if done % config.checkpoint_every == 0 or last:
             save_checkpoint(checkpoint, done, time.perf_counter() - started, generator, discriminator, ema,
@@ -350,8 +377,8 @@ def train(config: TrainConfig) -> Path:
     # export the (EMA) generator
     final = out_dir / "final"
     if accelerator.is_main_process:
-        model = ema.module if ema is not None else accelerator.unwrap_model(generator)
-        recipe.save_pretrained(model, final)
+        with ema.applied(trainable) if ema is not None else nullcontext():
+            recipe.save_pretrained(accelerator.unwrap_model(generator), final)
         if recipe.identity is not None and recipe.identity.available:
             record_identity_loss_model(final, recipe.identity.model_name)
     accelerator.wait_for_everyone()

@@ -144,6 +144,15 @@ def test_gfpgan_loss_goes_down(tmp_path: Path, gfpgan_config: Path):
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
 
 
+def test_gradient_accumulation_steps_each_optimiser_once_per_step(tmp_path: Path, gfpgan_config: Path):
+    """grad_accum 2: two micro-batches per step, one generator and one discriminator update per step."""
+    train_main(str(gfpgan_config), ["steps=2", "grad_accum=2", "data.batch_size=1", "val_every=1000",
+                                    f"out_dir={tmp_path / 'accum'}"])
+    optimizers = torch.load(tmp_path / "accum" / "checkpoint" / "optimizers.pt", weights_only=True)
+    for name in ("g", "d"):
+        assert {float(state["step"]) for state in optimizers[name]["state"].values()} == {2.0}, name
+
+
 def _metrics_without_time(run: Path) -> list[dict[str, str]]:
     """The training-loss rows (a run that ends early also validates at its end) less the wall time."""
     with open(run / "metrics.csv", newline="") as handle:

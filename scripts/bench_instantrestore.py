@@ -65,7 +65,7 @@ def main() -> None:
     if args.weights:
         model = InstantRestoreModel.from_pretrained(args.weights)
     else:
-        model = InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(args.config).model)
+        model = InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(args.config))
     restorer = InstantRestoreRestorer(model, device="cpu")
     size = restorer.face_size
     generator = torch.Generator().manual_seed(0)

@@ -59,7 +59,7 @@ def tiny_instantrestore() -> Callable[..., Any]:
     def build(*overrides: str, random_lora: bool = False) -> InstantRestoreModel:
         config = InstantRestoreConfig.from_yaml(REPO / "configs" / "instantrestore_compact.yaml",
                                                 TINY_INSTANTRESTORE + list(overrides))
-        model = InstantRestoreModel.from_config(config.model).eval()
+        model = InstantRestoreModel.from_config(config).eval()
         if random_lora:
             with torch.no_grad():
                 for parameter in model.trainable_parameters():

@@ -187,15 +187,17 @@ def test_shared_attention_off_ignores_references(tiny_instantrestore):
 
 
 def test_config_overrides_and_errors(tmp_path):
-    config = InstantRestoreConfig.from_yaml(SD_TURBO, ["model.adain=false", "model.num_refs=2"])
-    assert config.model.adain is False and config.model.num_refs == 2 and config.model.unet_lora_rank == 32
-    assert config.model.train_input is False
-    with pytest.raises(ConfigError, match="unknown setting 'model.adian'"):
+    config = InstantRestoreConfig.from_yaml(SD_TURBO, ["model.adain=false", "model.unet_lora_rank=8"])
+    assert config.adain is False and config.unet_lora_rank == 8 and config.vae_lora_rank == 32
+    assert config.train_input is False
+    with pytest.raises(ConfigError, match="unknown key 'model.adian'"):
         InstantRestoreConfig.from_yaml(SD_TURBO, ["model.adian=false"])
-    with pytest.raises(ConfigError, match="num_refs"):
-        InstantRestoreConfig.from_yaml(SD_TURBO, ["model.num_refs=four"])
+    with pytest.raises(ConfigError, match="'model.unet_lora_rank' must be int"):
+        InstantRestoreConfig.from_yaml(SD_TURBO, ["model.unet_lora_rank=four"])
     with pytest.raises(ConfigError, match="missing.yaml"):
         InstantRestoreConfig.from_yaml(tmp_path / "missing.yaml")
+    # a key earlier versions wrote (the shipped config.json has it) is still read, and dropped
+    assert InstantRestoreConfig.from_yaml(SD_TURBO, ["model.num_refs=4"]) == InstantRestoreConfig.from_yaml(SD_TURBO)
 
 
 # --------------------------------------------------------------------------- SD-Turbo structure
@@ -229,7 +231,7 @@ def test_sd_turbo_config_builds_from_a_local_stand_in(tmp_path):
     config = InstantRestoreConfig.from_yaml(SD_TURBO, [
         f"model.pretrained={tmp_path / 'sd-turbo'}", f"model.vae_pretrained={tmp_path / 'sd-turbo' / 'vae-ft-mse'}",
         "model.face_size=64"])
-    model = InstantRestoreModel.from_config(config.model).eval()
+    model = InstantRestoreModel.from_config(config).eval()
     expected = [f"up_blocks.{block}.attentions.{i}.transformer_blocks.0.attn1" for block in (1, 2, 3) for i in range(3)]
     assert up_block_self_attention_layers(model.unet) == expected
     assert list(model.shared_layers) == expected
@@ -251,12 +253,12 @@ def test_sd_turbo_offline_without_weights_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     config = InstantRestoreConfig.from_yaml(SD_TURBO)
     with pytest.raises(WeightsError) as err:
-        InstantRestoreModel.from_config(config.model)
+        InstantRestoreModel.from_config(config)
     message = str(err.value)
     assert "\n" not in message and "stabilityai/sd-turbo" in message and "download" in message
     with pytest.raises(WeightsError, match="no such directory"):
         InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(
-            SD_TURBO, [f"model.pretrained={tmp_path / 'absent'}"]).model)
+            SD_TURBO, [f"model.pretrained={tmp_path / 'absent'}"]))
     with pytest.raises(WeightsError, match="not an InstantRestore checkpoint"):
         InstantRestoreModel.from_pretrained(tmp_path)
 
@@ -284,7 +286,7 @@ PIXEL = [  # the compact recipe as configured (pixels, no noise, residual, full 
 
 
 def pixel_model(*overrides: str) -> InstantRestoreModel:
-    return InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(COMPACT, PIXEL + list(overrides)).model).eval()
+    return InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(COMPACT, PIXEL + list(overrides))).eval()
 
 
 def test_untrained_compact_restorer_returns_its_input_with_or_without_references():

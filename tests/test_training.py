@@ -112,6 +112,10 @@ def test_config_errors_are_one_line(gfpgan_config: Path):
     config = load_config(gfpgan_config, ["optim.betas=[0.5, 0.9]", "data.batch_size=3", "model.overrides.narrow=0.1"])
     assert config.optim.betas == (0.5, 0.9) and config.data.batch_size == 3
     assert config.model.overrides == {"narrow": 0.1}
+    # the model YAML's section with the run's overrides, dotted keys reaching into sections
+    assert config.architecture()["narrow"] == 0.1 and config.architecture()["num_mlp"] == 2
+    nested = load_config(gfpgan_config, ["model.overrides={extra.depth: 3}"]).architecture()
+    assert nested["extra"] == {"depth": 3}
     assert load_config(gfpgan_config, ["data.preset=[sr8, gfpgan]"]).data.preset == ["sr8", "gfpgan"]
     with pytest.raises(ConfigError, match="'data.preset' must be"):
         load_config(gfpgan_config, ["data.preset=[sr8, 3]"])
@@ -264,7 +268,6 @@ TINY_INSTANTRESTORE = """model:
   unet_lora_alpha: 2
   vae_lora_rank: 2
   vae_lora_alpha: 2
-  num_refs: 2
 """
 
 

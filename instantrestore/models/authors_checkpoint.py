@@ -29,7 +29,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from instantrestore.errors import WeightsError
-from instantrestore.models.config import DEFAULT_PROMPT, ModelConfig
+from instantrestore.models.config import DEFAULT_PROMPT, InstantRestoreConfig
 from instantrestore.models.instantrestore import CONFIG_NAME, InstantRestoreModel, _first_line, _from_pretrained
 from instantrestore.models.registry import find_paper_checkpoint, weights_dir
 
@@ -86,8 +86,8 @@ def read_authors_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Te
 
 
 def authors_model_config(cfg: dict[str, Any], pretrained: str, vae_pretrained: str,
-                         weight_dtype: torch.dtype, where: str = "cfg") -> ModelConfig:
-    """Our ModelConfig for the authors' `cfg`; a setting it cannot honour is a one-line WeightsError."""
+                         weight_dtype: torch.dtype, where: str = "cfg") -> InstantRestoreConfig:
+    """Our InstantRestoreConfig for the authors' `cfg`; a setting it cannot honour is a one-line WeightsError."""
     def setting(section: str, name: str, kind: type) -> Any:
         value = cfg.get(section, {}).get(name) if isinstance(cfg.get(section), dict) else None
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -101,14 +101,13 @@ def authors_model_config(cfg: dict[str, Any], pretrained: str, vae_pretrained: s
                                f"(only {supported!r})")
     unet_rank, vae_rank = setting("model", "lora_rank_unet", int), setting("model", "lora_rank_vae", int)
     scheduler = _from_pretrained(DDPMScheduler, pretrained, "scheduler")
-    return ModelConfig(
+    return InstantRestoreConfig(
         face_size=512, pretrained=pretrained, vae_pretrained=vae_pretrained, embed_base=False,
         prompt=DEFAULT_PROMPT, prompt_encoder="clip",
         scheduler={name: value for name, value in scheduler.config.items() if not name.startswith("_")},
         freeu=list(AUTHORS_FREEU), train_timesteps=[249, 499, 749], inference_timestep=249, reference_timestep=1,
         shared_attention=setting("model", "use_shared_attention", bool),
         train_input=setting("model", "train_input", bool), adain=setting("model", "use_adain", bool),
-        num_refs=setting("data", "max_conditioning_images", int),
         unet_lora_rank=unet_rank, unet_lora_alpha=unet_rank // 2,  # alpha = rank // 2 is hard-coded there
         vae_lora_rank=vae_rank, vae_lora_alpha=vae_rank // 2, train_conv_in=True, vae_skip=False,
         round_base_weights_to=None if weight_dtype == torch.float32 else str(weight_dtype).removeprefix("torch."),

@@ -1,25 +1,18 @@
-"""Typed configs read from YAML: `InstantRestoreConfig.from_yaml(path, ["model.adain=false", ...])`.
+"""`InstantRestoreConfig`: what `InstantRestoreModel` is built from and saved with, read from the `model`
+section of a model YAML (`configs/instantrestore_*.yaml`) by `instantrestore.config`, the one loader.
 
-The YAML holds one section, `model`: what `InstantRestoreModel` is built from and saved with. How it is
-trained (losses, optimiser, data) lives in the training recipes (`configs/train_*.yaml`), and nowhere else.
-`load_dataclass` is the one generic piece: any dataclass tree can be filled from a mapping the same way, with
-unknown keys and wrong types refused as one-line `ConfigError`s naming the file.
+How it is trained (losses, optimiser, data) lives in the training recipes (`configs/train_*.yaml`), and
+nowhere else.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence
 
-import yaml
-
+from instantrestore.config import load_dataclass, read_yaml
 from instantrestore.errors import ConfigError
-
-T = TypeVar("T")
 
 DEFAULT_PROMPT = "A high-quality photo of a person; professional, 8k"
 
@@ -29,6 +22,9 @@ UNET_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2
                      "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
 VAE_LORA_TARGETS = ["conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0"]
 
+# written by earlier versions (config.json of shipped and converted checkpoints), read by nothing now
+RETIRED_KEYS = ("num_refs",)
+
 # SD-Turbo's noise schedule (its scheduler_config.json), for the DDPMScheduler that adds noise and turns
 # the predicted noise into x0. Kept in the recipe so a run never needs the hub for it.
 SD_TURBO_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
@@ -36,8 +32,8 @@ SD_TURBO_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_
 
 
 @dataclass
-class ModelConfig:
-    """Everything `InstantRestoreModel` is built from; saved next to its weights.
+class InstantRestoreConfig:
+    """Everything `InstantRestoreModel` is built from; saved next to its weights (config.json's `model`).
 
     pretrained:      hub id or local directory holding `unet/` and `vae/` (diffusers layout; plus
                      `text_encoder/` and `tokenizer/` when prompt_encoder is "clip"). None: build the
@@ -55,7 +51,6 @@ class ModelConfig:
     shared_attention: reference K/V feed the up-block self-attention; False = blind one-step restorer.
     train_input:     the input's own K/V take part next to the references' (authors' recipe: False).
     adain:           renormalise each reference's values to the per-channel mean/std of the input's values.
-    num_refs:        references per face in training (and the most a restorer is trained for).
     vae_skip:        zero-initialised 1x1 convolutions carry the restoring VAE encoder's features of the
                      degraded face to its decoder at every resolution (as pix2pix-turbo's single-step
                      model does). The authors' recipe has none.
@@ -95,7 +90,6 @@ class ModelConfig:
     shared_attention: bool = True
     train_input: bool = False
     adain: bool = True
-    num_refs: int = 4
     unet_lora_rank: int = 32
     unet_lora_alpha: int = 16
     unet_lora_targets: list[str] = field(default_factory=lambda: list(UNET_LORA_TARGETS))
@@ -112,6 +106,19 @@ class ModelConfig:
     shared_layers: list[str] | None = None
     round_base_weights_to: str | None = None
     inference_autocast: str | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> "InstantRestoreConfig":
+        """The `model` section of a model YAML; overrides are dotted from the file's top (`model.adain=false`)."""
+        return cls.from_dict(read_yaml(path, overrides).get("model"), str(path))
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str) -> "InstantRestoreConfig":
+        """From a `model` mapping (a YAML section, a checkpoint's config.json); keys of older versions that
+        nothing reads any more are dropped."""
+        if isinstance(values, dict):
+            values = {key: value for key, value in values.items() if key not in RETIRED_KEYS}
+        return load_dataclass(cls, values, source, "model.")
 
     def __post_init__(self) -> None:
         if self.prompt_encoder not in ("clip", "random"):
@@ -134,107 +141,3 @@ class ModelConfig:
         for name in ("round_base_weights_to", "inference_autocast"):
             if getattr(self, name) not in (None, "bfloat16", "float16"):
                 raise ConfigError(f"model.{name} must be 'bfloat16', 'float16' or null")
-
-
-@dataclass
-class InstantRestoreConfig:
-    model: ModelConfig
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "InstantRestoreConfig":
-        return load_yaml(cls, path, overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
-    """Read a YAML file into dataclass `cls`, after applying dotted `key=value` overrides (values parsed as YAML)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections")
-    for override in overrides or []:
-        apply_override(raw, override)
-    try:
-        return load_dataclass(cls, raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-
-
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """`a.b.c=value` sets raw["a"]["b"]["c"] = yaml.safe_load(value)."""
-    key, sep, value = override.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {override!r} is not key=value")
-    *parents, leaf = key.strip().split(".")
-    node = raw
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    try:
-        node[leaf] = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise ConfigError(f"override {override!r}: value is not valid YAML") from None
-
-
-def load_dataclass(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping; nested dataclass fields recurse. Unknown keys are errors."""
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown setting {where + unknown[0]!r} (known: {', '.join(sorted(names))})")
-    values = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = load_dataclass(hint, value, f"{where}{name}.")
-        else:
-            values[name] = _check_type(value, hint, where + name)
-    try:
-        return cls(**values)
-    except TypeError as err:  # a required field missing
-        raise ConfigError(f"{where or 'config'}: {err}") from None
-
-
-def _check_type(value: Any, hint: Any, name: str) -> Any:
-    """Accept `value` if it fits `hint` (ints for floats too); one-line ConfigError otherwise."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _check_type(value, option, name)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{name}: {value!r} does not fit {hint}")
-    if hint is type(None):
-        if value is None:
-            return None
-    elif hint is Any:
-        return value
-    elif origin is list:
-        if isinstance(value, (list, tuple)):
-            (item,) = typing.get_args(hint) or (Any,)
-            return [_check_type(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, hint):
-        return value
-    raise ConfigError(f"{name}: {value!r} is not a {getattr(hint, '__name__', hint)}")

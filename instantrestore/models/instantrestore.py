@@ -10,7 +10,7 @@ UNet2DConditionModel trained whole on pixels: lossless space-to-depth in place o
 noise, a residual x0 from a zero-initialised output layer; a fixed random prompt embedding, 256 px).
 
 Checkpoint directory (`save_pretrained`):
-    config.json              {"restorer": "instantrestore", "model": ModelConfig}
+    config.json              {"restorer": "instantrestore", "model": InstantRestoreConfig}
     unet_lora.safetensors    LoRA of the restoring UNet (diffusers `save_lora_adapter`, LoraConfig in metadata)
     unet/                    or, with `finetune: full`, the whole restoring UNet (a diffusers folder, so a
                              later training stage can name this checkpoint as its `pretrained` base)
@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.models.attention import (AttentionCapture, ReferenceRecordProcessor, ReferenceStore,
                                              SharedAttnProcessor, install_processors)
-from instantrestore.models.config import ModelConfig, load_dataclass
+from instantrestore.models.config import InstantRestoreConfig
 
 CONFIG_NAME = "config.json"
 UNET_LORA_NAME = "unet_lora.safetensors"
@@ -94,7 +94,7 @@ def _resolve(name: str | None, root: Path | None) -> str | None:
     return name
 
 
-def build_base_components(config: ModelConfig, root: Path | None = None, with_prompt: bool = True
+def build_base_components(config: InstantRestoreConfig, root: Path | None = None, with_prompt: bool = True
                           ) -> tuple[UNet2DConditionModel, AutoencoderKL | None, torch.Tensor | None]:
     """The pretrained UNet, VAE and prompt embedding (random compact ones when `pretrained` is None).
     The VAE is None with the weightless pixel_unshuffle codec. A fresh UNet predicting residuals gets a
@@ -154,7 +154,7 @@ class InstantRestoreModel(torch.nn.Module):
     """Single-step restorer whose up-block self-attention also attends to reference keys/values.
 
     Args:
-        config:        the ModelConfig it is built from (saved with it).
+        config:        the InstantRestoreConfig it is built from (saved with it).
         unet, vae:     the pretrained (base) components, without adapters (vae None with the pixel codec).
                        Frozen copies become the reference branch; the originals become the restoring
                        branch, with LoRA (`finetune: lora`) or trained whole (`finetune: full`).
@@ -165,7 +165,7 @@ class InstantRestoreModel(torch.nn.Module):
     `reference_vae`).
     """
 
-    def __init__(self, config: ModelConfig, unet: UNet2DConditionModel, vae: AutoencoderKL | None,
+    def __init__(self, config: InstantRestoreConfig, unet: UNet2DConditionModel, vae: AutoencoderKL | None,
                  prompt_embeds: torch.Tensor) -> None:
         super().__init__()
         self.config = config
@@ -205,7 +205,7 @@ class InstantRestoreModel(torch.nn.Module):
 
     # ----------------------------------------------------------------- construction and saving
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "InstantRestoreModel":
+    def from_config(cls, config: InstantRestoreConfig) -> "InstantRestoreModel":
         """A fresh model: base weights from `config.pretrained` (or random compact ones), new LoRA."""
         unet, vae, prompt_embeds = build_base_components(config)
         return cls(config, unet, vae, prompt_embeds)
@@ -218,7 +218,8 @@ class InstantRestoreModel(torch.nn.Module):
         if not config_path.is_file():
             raise WeightsError(f"{path}: not an InstantRestore checkpoint (no {CONFIG_NAME})")
         try:
-            config = load_dataclass(ModelConfig, json.loads(config_path.read_text(encoding="utf-8"))["model"])
+            config = InstantRestoreConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))["model"],
+                                                    CONFIG_NAME)
         except (ValueError, KeyError, ConfigError) as err:
             raise WeightsError(f"{config_path}: unreadable model config ({_first_line(err)})") from None
         unet, vae, _ = build_base_components(config, root=path, with_prompt=False)
@@ -449,7 +450,7 @@ class InstantRestoreModel(torch.nn.Module):
 
 
 class VAESkipConnections(torch.nn.Module):
-    """Encoder -> decoder skips of the restoring VAE (`ModelConfig.vae_skip`).
+    """Encoder -> decoder skips of the restoring VAE (`InstantRestoreConfig.vae_skip`).
 
     Attached with forward pre-hooks, so diffusers' Encoder and Decoder run unchanged: the input of each
     encoder down-block is recorded, and a zero-initialised 1x1 convolution of it is added to the input of

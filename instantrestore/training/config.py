@@ -1,4 +1,5 @@
-"""Training configuration: typed dataclasses read from YAML, changed by `dotted.key=value` overrides.
+"""Training configuration: typed dataclasses read from YAML by `instantrestore.config`, changed by
+`dotted.key=value` overrides.
 
     recipe: gfpgan | instantrestore
     model:  {config: <architecture YAML, relative to this file>, overrides: {key: value}}
@@ -12,16 +13,12 @@ Every mistake (unknown key, wrong type, missing file) is one `ConfigError` line 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from instantrestore.config import load_dataclass, read_yaml, set_dotted
 from instantrestore.errors import ConfigError
 
 RECIPES = ("gfpgan", "instantrestore")
@@ -29,7 +26,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 @dataclass
-class ModelConfig:
+class ModelSource:
+    """Where the generator's architecture comes from: the `model` section of a model YAML, some keys changed."""
     config: str                                            # the architecture YAML, owned by the model code
     overrides: dict[str, Any] = field(default_factory=dict)  # architecture keys changed for this run
 
@@ -58,7 +56,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    l1: float = 0.0                # pixel L1 ([-1, 1] images for GFP-GAN, [0, 1] for InstantRestore)
+    l1: float = 0.0                # pixel L1 on GFP-GAN's [-1, 1] images (InstantRestore: lpips_fallback_l1)
     pyramid: float = 0.0           # GFP-GAN image-pyramid L1 on the intermediate RGB outputs
     pyramid_until: int = 0         # drop the pyramid loss from this step on (GFP-GAN: 50k); 0 = never
     adversarial: float = 0.0       # non-saturating GAN loss for G; 0 = no discriminator at all
@@ -78,7 +76,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     recipe: str
-    model: ModelConfig
+    model: ModelSource
     data: DataConfig
     out_dir: str = "runs/train"
     seed: int = 0
@@ -104,103 +102,22 @@ class TrainConfig:
         path = Path(self.model.config)
         return path if path.is_absolute() else Path(self.config_path).parent / path
 
-
-def _check_type(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """`value` as `annotation`, or a ConfigError naming the key."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        kinds = [t for t in options if t is not type(None)]
-        for kind in kinds[:-1]:  # the first option the value fits; the last one reports the error
-            try:
-                return _check_type(value, kind, key, source)
-            except ConfigError:
-                pass
-        return _check_type(value, kinds[-1], key, source)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
-        return _from_dict(annotation, value, f"{key}.", source)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
-        return dict(value)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_check_type(v, item, key, source) for v in value]
-    if origin is tuple:
-        items = typing.get_args(annotation)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise ConfigError(f"{source}: '{key}' must be a list of {len(items)} values, got {value!r}")
-        return tuple(_check_type(v, t, key, source) for v, t in zip(value, items))
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
-        try:  # YAML reads 2e-3 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: '{key}' must be {annotation.__name__}, got {value!r}")
-    return value
-
-
-def _from_dict(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for name in values:
-        if name not in known:
-            raise ConfigError(f"{source}: unknown key '{prefix}{name}' (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            kwargs[f.name] = _check_type(values[f.name], hints[f.name], prefix + f.name, source)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing key '{prefix}{f.name}'")
-    return cls(**kwargs)
-
-
-def apply_override(values: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in nested dicts; the value is parsed as YAML (numbers, booleans, lists)."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key=value")
-    key, raw = override.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {override!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"override {override!r}: value is not valid YAML") from None
-    node = values
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
+    def architecture(self) -> dict[str, Any]:
+        """The model YAML's `model` section with this run's `model.overrides` applied."""
+        path = self.model_config_path()
+        section = read_yaml(path).get("model")
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: no 'model' section")
+        for key, value in self.model.overrides.items():  # dotted keys reach into sections (`unet.sample_size`)
+            set_dotted(section, key, value, f"{self.config_path}: model.overrides.{key}")
+        return section
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a training YAML, apply `key=value` overrides, check every key and type."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{path}: not readable YAML ({first_line})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    for override in overrides:
-        apply_override(values, override)
+    values = read_yaml(path, overrides)
     values["config_path"] = str(path)
-    config = _from_dict(TrainConfig, values, "", str(path))
+    config = load_dataclass(TrainConfig, values, str(path))
     _validate(config, str(path))
     return config
 

@@ -1,15 +1,16 @@
-"""What differs between the two restorers inside the one training loop: the generator, its losses,
-how a batch goes through it, and how the result is saved. The loop (`trainer.py`) owns everything else.
+"""What differs between the two restorers inside the one training loop: the generator, how a batch goes
+through it and its losses, the GAN update (the generator's adversarial term and the discriminator's step,
+side by side), and how the result is saved. The loop (`trainer.py`) owns everything else: data,
+optimisers, gradient accumulation, EMA, validation and checkpoints.
 
-A recipe keeps the optional pretrained losses (LPIPS, identity) and reports which are on, and why not.
-Everything random in a generator forward is drawn from the `torch.Generator` the trainer passes in, so
-a resumed run replays the same noise.
+A recipe builds its generator from `TrainConfig.architecture()` (the model YAML's `model` section with the
+run's `model.overrides`), keeps the optional pretrained losses (LPIPS, identity) and reports which are on,
+and why not. Everything random in a generator forward is drawn from the `torch.Generator` the trainer
+passes in, so a resumed run replays the same noise.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,7 @@ class GFPGANRecipe(Recipe):
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
-        self.arch = load_yaml_section(config.model_config_path(), "model")
-        self.arch.update(config.model.overrides)
+        self.arch = config.architecture()
         # a StyleGAN2 prior trained here from scratch must learn; GFP-GAN freezes only a pretrained one
         self.arch.setdefault("fix_decoder", bool(self.arch.get("decoder_load_path")))
         if self.arch.get("out_size") != config.data.size:
@@ -196,8 +196,8 @@ class InstantRestoreRecipe(Recipe):
 
     The landmark attention loss reads one shared layer (`losses.landmark_layer`, or one drawn per step)
     and, per sample, one reference drawn among those whose landmarks, like the target's, are reliable.
-    The architecture comes from the model YAML's `model` section; loss weights and the optimisation
-    recipe from the training config only.
+    The architecture is an `InstantRestoreConfig`; loss weights and the optimisation recipe come from the
+    training config only.
     """
 
     name = "instantrestore"
@@ -206,14 +206,13 @@ class InstantRestoreRecipe(Recipe):
         super().__init__(config)
         from instantrestore.models.config import InstantRestoreConfig
 
-        overrides = [f"model.{key}={json.dumps(value)}" for key, value in config.model.overrides.items()]
-        self.model_config = InstantRestoreConfig.from_yaml(config.model_config_path(), overrides)
-        if self.model_config.model.face_size != config.data.size:
+        self.model_config = InstantRestoreConfig.from_dict(config.architecture(), str(config.model_config_path()))
+        if self.model_config.face_size != config.data.size:
             raise ConfigError(f"{config.config_path}: data.size {config.data.size} differs from the model's "
-                              f"face_size {self.model_config.model.face_size}")
+                              f"face_size {self.model_config.face_size}")
         self.reference_features = None
         if config.cache_reference_features:
-            if self.model_config.model.input_noise:
+            if self.model_config.input_noise:
                 raise ConfigError(f"{config.config_path}: cache_reference_features needs a noise-free reference "
                                   f"branch (model.input_noise: false)")
             self.reference_features = TrainingReferenceFeatures()
@@ -221,7 +220,7 @@ class InstantRestoreRecipe(Recipe):
     def build_generator(self) -> nn.Module:
         from instantrestore.models.instantrestore import InstantRestoreModel
 
-        return InstantRestoreModel.from_config(self.model_config.model)
+        return InstantRestoreModel.from_config(self.model_config)
 
     def trainable_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
         return list(extract_model_from_parallel(generator).trainable_parameters())
@@ -317,19 +316,6 @@ def drop_references(reference_mask: torch.Tensor, probability: float, rng: torch
     """Reference dropout: with `probability`, a sample keeps none of its references (trains blind use)."""
     keep = torch.rand(reference_mask.shape[0], generator=rng, device=rng.device) >= probability
     return reference_mask & keep.to(reference_mask.device)[:, None]
-
-
-def load_yaml_section(path: str | os.PathLike, section: str) -> dict[str, Any]:
-    """One top-level mapping of a YAML file, as a dict (ConfigError if absent)."""
-    import yaml
-
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: not readable YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(values.get(section), dict):
-        raise ConfigError(f"{path}: no '{section}' section")
-    return dict(values[section])
 
 
 RECIPES: dict[str, type[Recipe]] = {"gfpgan": GFPGANRecipe, "instantrestore": InstantRestoreRecipe}

@@ -1,4 +1,4 @@
-"""`load_restorer`: one entry point from a name or a path to a ready restorer."""
+"""`load_restorer`: one entry point from a name or a path to a ready pipeline (faces + identity + restorer)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from instantrestore.errors import WeightsError
-from instantrestore.models.base import DEFAULT_TILE, Restorer
-from instantrestore.models.upsampler import BackgroundUpsampler
+from instantrestore.models.base import Restorer
+from instantrestore.models.upsampler import DEFAULT_TILE, BackgroundUpsampler
+from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.models.registry import PAPER_CHECKPOINTS, find_paper_checkpoint
 
 # Weights that ship inside the package (trained on this project's data; see MODEL_CARD.md).
@@ -24,7 +25,7 @@ def packaged_model_available(name: str) -> bool:
     return name in PACKAGED and (PACKAGED_WEIGHTS / PACKAGED[name] / "config.json").is_file()
 
 
-def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restorer:
+def _load_directory(path: Path, device: str | torch.device) -> Restorer:
     """A directory written by `save_pretrained`: its config.json says which restorer it holds."""
     config_file = path / "config.json"
     if not config_file.is_file():
@@ -37,11 +38,11 @@ def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restore
     if kind == "gfpgan":
         from instantrestore.models.gfpgan_restorer import GFPGANRestorer
 
-        restorer = GFPGANRestorer.from_pretrained(path, device=device, **kwargs)
+        restorer = GFPGANRestorer.from_pretrained(path, device=device)
     elif kind == "instantrestore":
         from instantrestore.models.ir_restorer import InstantRestoreRestorer
 
-        restorer = InstantRestoreRestorer.from_pretrained(path, device=device, **kwargs)
+        restorer = InstantRestoreRestorer.from_pretrained(path, device=device)
     else:
         raise WeightsError(f"{config_file}: unknown restorer {kind!r} (expected 'gfpgan' or 'instantrestore')")
     restorer.identity_loss_model = config.get("identity_loss_model")  # written by the trainer
@@ -50,7 +51,8 @@ def _load_directory(path: Path, device: str | torch.device, **kwargs) -> Restore
 
 def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",
                   weights: str | None = None, bg_upsampler: str | BackgroundUpsampler = "auto",
-                  bg_tile: int = DEFAULT_TILE, **kwargs) -> Restorer:
+                  bg_tile: int = DEFAULT_TILE, detector: str = "default",
+                  identity_model_path: str | None = None) -> FaceRestorationPipeline:
     """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`,
     `instantrestore-paper` or its hub id `hwdz15508/InstantRestore`, the ablations `instantrestore-paper-*`)
     or by path (a `save_pretrained` directory, or an official GFP-GAN `.pth`). The authors' checkpoints are
@@ -60,37 +62,38 @@ def load_restorer(name_or_path: str = "default", device: str | torch.device = "a
     `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (the packaged
     `esrgan-x2`/`esrgan-x4`), "none" (Lanczos), `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
     it runs in tiles of `bg_tile` pixels (0: whole photos at once). It is loaded on first use.
-    Extra keyword arguments (`identity_model_path`, `detector`) go to the restorer.
+    `detector` and `identity_model_path` (an ArcFace ONNX file) choose the pipeline's face detector and
+    identity model; both load on first use.
     """
-    restorer = _build_restorer(name_or_path, device, weights, **kwargs)
-    restorer.bg_upsampler, restorer.bg_tile = bg_upsampler, bg_tile
-    return restorer
+    return FaceRestorationPipeline(_build_restorer(name_or_path, device, weights), detector=detector,
+                                   identity_model_path=identity_model_path, bg_upsampler=bg_upsampler,
+                                   bg_tile=bg_tile)
 
 
-def _build_restorer(name_or_path: str, device: str | torch.device, weights: str | None, **kwargs) -> Restorer:
+def _build_restorer(name_or_path: str, device: str | torch.device, weights: str | None) -> Restorer:
     if name_or_path == "bicubic":
         from instantrestore.models.classical import BicubicRestorer
 
-        return BicubicRestorer(device=device, **kwargs)
+        return BicubicRestorer(device=device)
     if weights is not None or name_or_path in OFFICIAL_GFPGAN or str(name_or_path).endswith(".pth"):
         from instantrestore.models.gfpgan_restorer import GFPGANRestorer
 
         source = weights or OFFICIAL_GFPGAN.get(name_or_path, name_or_path)
         if name_or_path not in ("gfpgan", *OFFICIAL_GFPGAN) and not str(name_or_path).endswith(".pth"):
             raise WeightsError(f"--weights applies to GFP-GAN models, not {name_or_path!r}")
-        return GFPGANRestorer.from_pretrained(source, device=device, **kwargs)
+        return GFPGANRestorer.from_pretrained(source, device=device)
     if find_paper_checkpoint(str(name_or_path)) is not None:
         from instantrestore.models.authors_checkpoint import paper_model_directory
 
-        return _load_directory(paper_model_directory(str(name_or_path)), device, **kwargs)
+        return _load_directory(paper_model_directory(str(name_or_path)), device)
     if name_or_path in PACKAGED:
         path = PACKAGED_WEIGHTS / PACKAGED[name_or_path]
         if not packaged_model_available(name_or_path):
             raise WeightsError(
                 f"model {name_or_path!r}: its packaged weights ({path}) are not in this build; "
                 f"train them with `instantrestore train` or pass a model directory")
-        return _load_directory(path, device, **kwargs)
+        return _load_directory(path, device)
     path = Path(name_or_path)
     if path.is_dir():
-        return _load_directory(path, device, **kwargs)
+        return _load_directory(path, device)
     raise WeightsError(f"{name_or_path}: not a model name ({', '.join(NAMES)}) nor a model directory or .pth file")

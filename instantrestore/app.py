@@ -26,7 +26,7 @@ from instantrestore import cli
 from instantrestore.api import load_restorer, packaged_model_available
 from instantrestore.errors import InstantRestoreError
 from instantrestore.imageio import read_image, write_bytes
-from instantrestore.models.base import Restorer
+from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.models.registry import REGISTERED_WEIGHTS, weights_dir
 from instantrestore.references import ReferenceCache
 
@@ -76,7 +76,7 @@ class RestoreApp:
         self.workdir = Path(self._workdir.name)
         self.restorer = lru_cache(maxsize=2)(self._load)  # switching back and forth between two models stays fast
 
-    def _load(self, model: str) -> Restorer:
+    def _load(self, model: str) -> FaceRestorationPipeline:
         return load_restorer(model, device=self.device)
 
     def close(self) -> None:
@@ -91,7 +91,7 @@ class RestoreApp:
         return Path(tempfile.mkdtemp(dir=self.workdir))
 
     # ------------------------------------------------------------------------------------- references
-    def references(self, restorer: Restorer, files: list[str], num_refs: int,
+    def references(self, restorer: FaceRestorationPipeline, files: list[str], num_refs: int,
                    session: SessionReferences | None, out: Path) -> SessionReferences:
         caches = [f for f in files if f.lower().endswith(CACHE_SUFFIX)]
         photos = [f for f in files if not f.lower().endswith(CACHE_SUFFIX)]
@@ -170,7 +170,7 @@ class RestoreApp:
         return ("\n".join([summary, *messages]), (before, str(whole)), faces, used, downloads, session)
 
     @staticmethod
-    def _is_aligned(restorer: Restorer, path: Path, kind: str) -> bool:
+    def _is_aligned(restorer: FaceRestorationPipeline, path: Path, kind: str) -> bool:
         if kind != "auto-detect":
             return kind == "aligned face crop"
         image = read_image(path)

@@ -19,7 +19,7 @@ from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
 from instantrestore.imageio import IMAGE_EXTENSIONS, is_image_path, read_image, write_bytes, write_image
 
 if TYPE_CHECKING:  # torch stays unimported until a command needs it
-    from instantrestore.models.base import Restorer
+    from instantrestore.pipeline import FaceRestorationPipeline
     from instantrestore.references import ReferenceCache
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -92,7 +92,7 @@ def _read_references(files: list[Path]) -> tuple[list, list[str]]:
     return images, warnings
 
 
-def encode_reference_files(restorer: Restorer, files: list[Path],
+def encode_reference_files(restorer: FaceRestorationPipeline, files: list[Path],
                            num_refs: int) -> tuple[ReferenceCache | None, dict, list[str]]:
     """`restore`'s references (shared with the web app): the cache (None when no face is usable), the
     report.json section, and the lines to show the user."""
@@ -160,7 +160,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
-def restore_photo(path: Path, restorer: Restorer, cache: ReferenceCache | None, args: argparse.Namespace,
+def restore_photo(path: Path, restorer: FaceRestorationPipeline, cache: ReferenceCache | None, args: argparse.Namespace,
                   out: Path, input_set: set[Path]) -> dict:
     """One input of `restore` (shared with the web app): outputs written under `out`, and its report.json
     entry, with a one-line `status` naming the file when it failed."""

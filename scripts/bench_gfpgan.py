@@ -22,7 +22,7 @@ import yaml
 
 from instantrestore.imageio import write_bytes
 from instantrestore.models.gfpgan import GFPGANv1Clean
-from instantrestore.models.gfpgan_restorer import OFFICIAL_GFPGAN_CONFIG
+from instantrestore.models.gfpgan import OFFICIAL_GFPGAN_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -32,6 +32,7 @@ import torch
 from instantrestore.models.config import InstantRestoreConfig
 from instantrestore.models.instantrestore import InstantRestoreModel
 from instantrestore.models.ir_restorer import InstantRestoreRestorer
+from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.references import ReferenceCache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,10 +68,11 @@ def main() -> None:
     else:
         model = InstantRestoreModel.from_config(InstantRestoreConfig.from_yaml(args.config))
     restorer = InstantRestoreRestorer(model, device="cpu")
+    pipeline = FaceRestorationPipeline(restorer)
     size = restorer.face_size
     generator = torch.Generator().manual_seed(0)
-    references = torch.rand(args.refs, 3, size, size, generator=generator)
-    album = torch.rand(args.album, 1, 3, size, size, generator=generator)
+    references = torch.rand(args.refs, 3, size, size, generator=generator) * 2 - 1  # the restorer's [-1, 1]
+    album = torch.rand(args.album, 1, 3, size, size, generator=generator) * 2 - 1
     face = album[0]
 
     def encode(faces: torch.Tensor) -> ReferenceCache:
@@ -84,12 +86,12 @@ def main() -> None:
     def restore_album(cached: bool) -> None:
         album_cache = encode(references) if cached else None
         for photo in album:
-            restorer.restore_tensor(photo, album_cache if cached else encode(references), None)
+            restorer.restore_tensor(photo, (album_cache if cached else encode(references)).features, None)
 
     aligned_512 = (torch.rand(512, 512, 3, generator=generator) * 255).byte().numpy()  # what a user passes
     with torch.no_grad():
-        per_face_api = timed(lambda: restorer.restore_face(aligned_512, refs=cache), args.repeats)
-        per_face = timed(lambda: restorer.restore_tensor(face, cache, None), args.repeats)
+        per_face_api = timed(lambda: pipeline.restore_face(aligned_512, refs=cache), args.repeats)
+        per_face = timed(lambda: restorer.restore_tensor(face, cache.features, None), args.repeats)
         per_face_blind = timed(lambda: restorer.restore_tensor(face, None, None), args.repeats)
         one_reference = timed(lambda: encode(references[:1]), args.repeats)
         all_references = timed(lambda: encode(references), args.repeats)
@@ -120,7 +122,7 @@ def main() -> None:
     print(f"  album speed-up with a cache: {results['album_speedup_wall']:.2f}x wall, "
           f"{results['album_speedup_cpu']:.2f}x cpu")
     if args.person_photos:
-        results.update(album_end_to_end(restorer, Path(args.person_photos), args.refs, args.album, album_repeats))
+        results.update(album_end_to_end(pipeline, Path(args.person_photos), args.refs, args.album, album_repeats))
         print(f"end to end (whole photos: detect, align, restore, paste back, identity), album of {args.album}:")
         for label, key in (("cache", "photos_album_ms_with_cache"), ("no cache", "photos_album_ms_without_cache")):
             print(f"  {label:<24} {results[key]['wall_ms']:9.1f} ms wall {results[key]['cpu_ms']:9.1f} ms cpu")
@@ -131,7 +133,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
-def album_end_to_end(restorer: InstantRestoreRestorer, person_dir: Path, refs: int, album: int,
+def album_end_to_end(restorer: FaceRestorationPipeline, person_dir: Path, refs: int, album: int,
                      repeats: int) -> dict[str, object]:
     """Whole photos through `restore`: references re-done per photo (paths) vs encoded once (a cache)."""
     from instantrestore.degradations import degrade

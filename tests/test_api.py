@@ -10,7 +10,7 @@ import instantrestore
 from instantrestore.errors import WeightsError
 from instantrestore.imageio import read_image
 from instantrestore.models.gfpgan import GFPGANv1Clean
-from instantrestore.models.gfpgan_restorer import GFPGANRestorer, save_gfpgan
+from instantrestore.models.gfpgan_restorer import GFPGANRestorer
 from instantrestore.models.ir_restorer import InstantRestoreRestorer
 
 
@@ -23,10 +23,10 @@ def references(shared) -> list[np.ndarray]:
 def test_load_restorer_dispatches_on_saved_directories(tiny_instantrestore_dir, tiny_gfpgan_config, tmp_path):
     restorer = instantrestore.load_restorer(str(tiny_instantrestore_dir), device="cpu")
     saved = json.loads((tiny_instantrestore_dir / "config.json").read_text())["model"]
-    assert isinstance(restorer, InstantRestoreRestorer) and restorer.face_size == saved["face_size"]
+    assert isinstance(restorer.restorer, InstantRestoreRestorer) and restorer.face_size == saved["face_size"]
     torch.manual_seed(0)
-    gfpgan_dir = save_gfpgan(GFPGANv1Clean(**tiny_gfpgan_config), tmp_path / "gfpgan")
-    assert isinstance(instantrestore.load_restorer(str(gfpgan_dir), device="cpu"), GFPGANRestorer)
+    gfpgan_dir = GFPGANv1Clean(**tiny_gfpgan_config).save_pretrained(tmp_path / "gfpgan")
+    assert isinstance(instantrestore.load_restorer(str(gfpgan_dir), device="cpu").restorer, GFPGANRestorer)
     assert instantrestore.load_restorer("bicubic").name == "bicubic"
 
 
@@ -66,6 +66,15 @@ def test_identity_to_the_references_tells_their_person_from_another(references, 
     same = restorer.restore(photo, refs=references).faces[0].identity
     other = restorer.restore(photo, refs=others).faces[0].identity
     assert same > restorer.identity_model.same_person_threshold > other
+
+
+def test_a_blind_restore_never_loads_the_identity_model(shared, monkeypatch):
+    from instantrestore.faces import identity
+
+    monkeypatch.setattr(identity, "load_identity_model", lambda *args: pytest.fail("identity model loaded"))
+    restorer = instantrestore.load_restorer("bicubic")
+    result = restorer.restore(read_image(shared / "data/frll/images/002/002_07.jpg")[::2, ::2], refs=None)
+    assert len(result.faces) == 1 and result.faces[0].identity is None and not result.warnings
 
 
 def test_a_cache_from_another_model_is_refused(tiny_instantrestore_dir, references, tmp_path):

@@ -13,6 +13,7 @@ from instantrestore.evaluation.benchmark import choose_target, order_references,
 from instantrestore.imageio import read_image
 from instantrestore.models.base import Restorer
 from instantrestore.models.classical import BicubicRestorer
+from instantrestore.pipeline import FaceRestorationPipeline
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -124,11 +125,13 @@ class MeanReferenceBlend(Restorer):
     uses_references = True
     face_size = 192
 
-    def restore_tensor(self, faces, refs, generator):
-        if refs is None:
+    def reference_features(self, faces):
+        return {"mean_face": faces.mean(0, keepdim=True)}
+
+    def restore_tensor(self, faces, reference_features, generator):
+        if not reference_features:
             return faces
-        mean_reference = torch.from_numpy(refs.faces).float().div(255).permute(0, 3, 1, 2).mean(0, keepdim=True)
-        return 0.5 * faces + 0.5 * mean_reference.to(faces)
+        return 0.5 * faces + 0.5 * reference_features["mean_face"].to(faces)
 
 
 def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
@@ -166,7 +169,7 @@ def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a finished cell was restored again")
 
-    monkeypatch.setattr(Restorer, "restore_faces", fail)
+    monkeypatch.setattr(FaceRestorationPipeline, "restore_faces", fail)
     again = run_benchmark(tiny_data, out, models=models, presets=["sr8"], num_refs=[0, 1], progress=False)
     assert again["rows"] == results["rows"]
 

@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 
 from instantrestore.errors import WeightsError
 from instantrestore.models import registry
-from instantrestore.models.gfpgan import GFPGANv1Clean
-from instantrestore.models.gfpgan_restorer import OFFICIAL_GFPGAN_CONFIG, GFPGANRestorer, save_gfpgan
+from instantrestore.models.gfpgan import OFFICIAL_GFPGAN_CONFIG, GFPGANv1Clean
+from instantrestore.models.gfpgan_restorer import GFPGANRestorer
+from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.models.registry import RegisteredWeights, load_gfpgan_state_dict, resolve_weights
 
 REPO = Path(__file__).resolve().parent.parent
@@ -380,16 +381,16 @@ def test_official_checkpoint_saved_the_official_way_loads_strictly(tiny_model, t
 
 def test_save_pretrained_round_trip_through_safetensors(tiny_model, tiny_input, tmp_path, tiny_gfpgan_config):
     restorer = GFPGANRestorer(tiny_model, device="cpu")
-    restorer.save_pretrained(tmp_path / "model")
+    tiny_model.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config == {"restorer": "gfpgan", "model": tiny_gfpgan_config}
     loaded = GFPGANRestorer.from_pretrained(tmp_path / "model", device="cpu")
     assert loaded.model.config == tiny_model.config
-    faces = (tiny_input[:1] + 1) / 2
+    faces = tiny_input[:1]
     with torch.no_grad():
         assert torch.equal(loaded.restore_tensor(faces, None, None), restorer.restore_tensor(faces, None, None))
-    GFPGANRestorer(tiny_model, device="cpu").save_pretrained(tmp_path / "half", fp16=True)
+    tiny_model.save_pretrained(tmp_path / "half", fp16=True)
     assert (tmp_path / "half" / "model.safetensors").stat().st_size < \
         0.6 * (tmp_path / "model" / "model.safetensors").stat().st_size
     half = GFPGANRestorer.from_pretrained(tmp_path / "half", device="cpu")
@@ -398,9 +399,9 @@ def test_save_pretrained_round_trip_through_safetensors(tiny_model, tiny_input, 
     assert 0 < difference.max() < 0.05
 
 
-def test_save_gfpgan_leaves_a_model_in_training_as_it_is(tmp_path, tiny_gfpgan_config):
+def test_save_pretrained_leaves_a_model_in_training_as_it_is(tmp_path, tiny_gfpgan_config):
     model = GFPGANv1Clean(**tiny_gfpgan_config).train()
-    save_gfpgan(model, tmp_path / "checkpoint")
+    model.save_pretrained(tmp_path / "checkpoint")
     assert model.training
     loaded = GFPGANRestorer.from_pretrained(tmp_path / "checkpoint", device="cpu").model
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in loaded.state_dict().items())
@@ -470,7 +471,7 @@ def test_training_gradients_reach_the_unet_and_skip_the_fixed_decoder(tiny_input
 def test_compact_config_builds_and_runs_at_256():
     config = yaml.safe_load((REPO / "configs" / "gfpgan_compact.yaml").read_text())["model"]
     torch.manual_seed(0)
-    restorer = GFPGANRestorer(GFPGANv1Clean(**config), device="cpu")
+    restorer = FaceRestorationPipeline(GFPGANRestorer(GFPGANv1Clean(**config), device="cpu"))
     assert restorer.face_size == 256 and not restorer.uses_references
     crop = torch.randint(0, 256, (256, 256, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     restored = restorer.restore_faces([crop.numpy()])
@@ -499,7 +500,7 @@ def test_unreadable_checkpoint_is_one_line_weights_error(tiny_model, tmp_path, d
 
 
 def test_truncated_safetensors_and_missing_file_are_weights_errors(tiny_model, tmp_path):
-    GFPGANRestorer(tiny_model, device="cpu").save_pretrained(tmp_path / "model")
+    tiny_model.save_pretrained(tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(WeightsError) as err:

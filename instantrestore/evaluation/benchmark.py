@@ -46,6 +46,7 @@ from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAN
 from instantrestore.faces.landmarks import LandmarkPredictor
 from instantrestore.imageio import read_image, write_bytes, write_image
 from instantrestore.models.base import Restorer
+from instantrestore.pipeline import FaceRestorationPipeline, as_pipeline
 
 DEGRADED = "degraded"
 DEFAULT_MODELS = (DEGRADED, "bicubic", "gfpgan", "default")
@@ -174,15 +175,15 @@ class FaceScorer:
 
 
 # --------------------------------------------------------------------------------------------- running
-def _label(model: str | Restorer, key: str | None = None) -> str:
+def _label(model: str | Restorer | FaceRestorationPipeline, key: str | None = None) -> str:
     if key is not None:
         return key
-    if isinstance(model, Restorer):
+    if isinstance(model, (Restorer, FaceRestorationPipeline)):
         return model.name
     return Path(model).name if os.sep in str(model) else str(model)
 
 
-def _labelled(model: str | Restorer) -> tuple[str, str | Restorer]:
+def _labelled(model: str | Restorer | FaceRestorationPipeline) -> tuple[str, str | Restorer | FaceRestorationPipeline]:
     """`LABEL=PATH` names a model directory in the tables (two trained models are often both `final/`)."""
     if isinstance(model, str) and "=" in model:
         label, path = model.split("=", 1)
@@ -198,7 +199,7 @@ def _face_path(out: Path, preset: str, person: str, name: str) -> Path:
     return out / "faces" / preset / person / f"{name}.png"
 
 
-def _run_cell(method: str, restorer: Restorer | None, preset: str, num_refs: int, cases: list[Case],
+def _run_cell(method: str, restorer: FaceRestorationPipeline | None, preset: str, num_refs: int, cases: list[Case],
               index: DataIndex, inputs: dict, scorer: FaceScorer, out: Path, seed: int, bar: tqdm) -> dict[str, Any]:
     """Restore and score every case for one (method, preset, num_refs); returns the cell record."""
     meter = ResourceMeter()
@@ -294,7 +295,8 @@ def _compare_faces(cell_a: dict, cell_b: dict, metric_names: list[str], seed: in
 
 
 def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                  models: dict[str, Restorer] | Sequence[str | Restorer] | None = None,
+                  models: dict[str, str | Restorer | FaceRestorationPipeline]
+                  | Sequence[str | Restorer | FaceRestorationPipeline] | None = None,
                   presets: Sequence[str] = ("sr8",), num_refs: Sequence[int] = (0, 4), split: str = "val",
                   max_people: int | None = None, seed: int = 0, progress: bool = True, device: str = "auto",
                   identity_model_path: str | None = None, people: str | None = None) -> dict[str, Any]:
@@ -338,7 +340,7 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     # The total grows method by method: which models take references is known once they load.
     bar = tqdm(total=0, desc="benchmark", unit="face", disable=not progress)
     for method, model in methods.items():
-        restorer = model if isinstance(model, Restorer) else None
+        restorer = as_pipeline(model) if isinstance(model, (Restorer, FaceRestorationPipeline)) else None
         uses_references = _uses_references(method, restorer, out, presets[0], fingerprint)
         if uses_references is None:  # a named model with nothing cached: load it to find out
             restorer = _load(model, device)
@@ -393,13 +395,13 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return results
 
 
-def _load(name: str, device: str) -> Restorer:
+def _load(name: str, device: str) -> FaceRestorationPipeline:
     import instantrestore
 
     return instantrestore.load_restorer(name, device=device)
 
 
-def _uses_references(method: str, restorer: Restorer | None, out: Path, preset: str,
+def _uses_references(method: str, restorer: FaceRestorationPipeline | None, out: Path, preset: str,
                      fingerprint: dict) -> bool | None:
     """Whether a method takes references: from the object, from its cached blind cell, or None (unknown)."""
     if method == DEGRADED:

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from instantrestore.models.stylegan2 import channel_table
+
 
 def discriminator_channels(channel_multiplier: int, narrow: float) -> dict[int, int]:
-    """Channels per resolution, the StyleGAN2 table used by GFP-GAN, scaled by `narrow`."""
-    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
-             256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
-    return {size: max(1, int(channels * narrow)) for size, channels in table.items()}
+    """Channels per resolution: the generator's StyleGAN2 table, at least one channel per level."""
+    return {size: max(1, channels) for size, channels in channel_table(channel_multiplier, narrow).items()}
 
 
 class DownResBlock(nn.Module):

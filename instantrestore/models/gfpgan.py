@@ -5,17 +5,41 @@ Fig. 2. The degradation-removal U-Net encodes the degraded face down to 4x4; its
 mapped to the StyleGAN2 latent W+ (`final_linear`) and its decoder features, at every resolution,
 are turned into a spatial scale and shift that modulate the StyleGAN2 features (channel-split SFT).
 Parameter names follow the official v1.3/v1.4 checkpoints so they load with `strict=True`.
+
+`save_pretrained` / `from_pretrained` (as InstantRestoreModel's) use a directory:
+
+    config.json         {"restorer": "gfpgan", "model": {GFPGANv1Clean arguments}}
+    model.safetensors   the state dict (float32, or float16 with `fp16=True`)
+
+and `from_pretrained` also reads the official `GFPGANv1.3.pth` / `GFPGANv1.4.pth` (or the registered names
+`gfpgan-v1.3`, `gfpgan-v1.4`) into the official 512 configuration.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import save
 from torch import nn
 from torch.nn import functional as F
 
+from instantrestore.errors import WeightsError
+from instantrestore.imageio import write_bytes
+from instantrestore.models.registry import load_gfpgan_state_dict, resolve_weights
 from instantrestore.models.stylegan2 import LEAKY_SLOPE, StyleGAN2GeneratorClean, channel_table, log2_size
+
+RESTORER_NAME = "gfpgan"  # config.json's "restorer"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# GFP-GAN v1.3 / v1.4 (options/train_gfpgan_v1.yml and the inference script of TencentARC/GFPGAN)
+OFFICIAL_GFPGAN_CONFIG: dict[str, Any] = dict(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8,
+                                              input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+
+
 
 
 class ResBlock(nn.Module):
@@ -125,8 +149,6 @@ class GFPGANv1Clean(nn.Module):
                                                        channel_multiplier=channel_multiplier, narrow=narrow,
                                                        sft_half=sft_half)
         if decoder_load_path:
-            from instantrestore.models.registry import load_gfpgan_state_dict
-
             self.stylegan_decoder.load_state_dict(load_gfpgan_state_dict(decoder_load_path))
         if fix_decoder:
             self.stylegan_decoder.requires_grad_(False)
@@ -139,6 +161,34 @@ class GFPGANv1Clean(nn.Module):
 
         self.condition_scale = nn.ModuleList(sft_head(size) for size in up_sizes)
         self.condition_shift = nn.ModuleList(sft_head(size) for size in up_sizes)
+
+    # ----------------------------------------------------------------- saving and loading
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | os.PathLike, **arch_overrides: Any) -> "GFPGANv1Clean":
+        """An official checkpoint (file, or registered name `gfpgan-v1.4`) or a `save_pretrained` directory,
+        on the CPU. `arch_overrides` replace arguments of the official config or of `config.json`."""
+        path = resolve_weights(path_or_name)
+        if path.is_dir():
+            config, weights_path = _read_config(path / CONFIG_NAME), path / WEIGHTS_NAME
+        else:
+            config, weights_path = dict(OFFICIAL_GFPGAN_CONFIG), path
+        config.update(arch_overrides)
+        state = load_gfpgan_state_dict(weights_path)
+        model = cls(**config)
+        _check_fits(model, state, weights_path)
+        model.load_state_dict(state, strict=True)  # copies into the model's float32 tensors (fp16 files too)
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike, fp16: bool = False) -> Path:
+        """Write `config.json` and `model.safetensors` (half precision with `fp16`) into `directory`; the
+        model itself is left where and as it is (it may be in training)."""
+        directory = Path(directory)
+        dtype = torch.float16 if fp16 else torch.float32
+        state = {key: value.detach().to("cpu", dtype).contiguous() for key, value in self.state_dict().items()}
+        write_bytes(directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
+        config = {"restorer": RESTORER_NAME, "model": self.config}
+        write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+        return directory
 
     def forward(self, x: torch.Tensor, return_rgb: bool = False, randomize_noise: bool = False,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -173,3 +223,35 @@ class GFPGANv1Clean(nn.Module):
         image = self.stylegan_decoder(style_code, conditions, input_is_latent=self.input_is_latent,
                                       randomize_noise=randomize_noise, generator=generator)
         return image, out_rgbs
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """GFPGANv1Clean arguments from a model directory's `config.json`."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing; a GFP-GAN model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{path}: not a readable JSON config ({err})") from None
+    if not (isinstance(config, dict) and config.get("restorer") == RESTORER_NAME
+            and isinstance(config.get("model"), dict)):
+        raise WeightsError(f"{path}: not a GFP-GAN config (expected \"restorer\": \"gfpgan\" and a \"model\" section)")
+    unknown = sorted(set(config["model"]) - set(OFFICIAL_GFPGAN_CONFIG))
+    if unknown:
+        raise WeightsError(f"{path}: unknown GFPGANv1Clean arguments {unknown}")
+    return config["model"]
+
+
+def _check_fits(model: GFPGANv1Clean, state: dict[str, torch.Tensor], path: Path) -> None:
+    """One line naming the first mismatches, instead of load_state_dict's multi-line RuntimeError."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    reshaped = [f"{key} is {list(found[key])}, expected {list(shape)}"
+                for key, shape in expected.items() if key in found and found[key] != shape]
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    if reshaped or missing or unexpected:
+        examples = "; ".join(reshaped[:2] + [f"missing {key}" for key in missing[:1]]
+                             + [f"unexpected {key}" for key in unexpected[:1]])
+        raise WeightsError(f"{path}: weights do not fit GFPGANv1Clean({model.config}): {len(reshaped)} tensors of "
+                           f"another shape, {len(missing)} missing, {len(unexpected)} unexpected (e.g. {examples})")

@@ -13,36 +13,33 @@ import torch
 
 from instantrestore.models.base import Restorer
 from instantrestore.models.instantrestore import InstantRestoreModel
-from instantrestore.references import ReferenceCache
 
 REFERENCE_SEED = 0
 
 
 class InstantRestoreRestorer(Restorer):
-    """Aligned faces in [0, 1] -> restored faces, guided by cached reference keys/values (none = blind).
+    """Aligned faces in [-1, 1] -> restored faces, guided by cached reference keys/values (none = blind).
 
     Args:
         model:  an InstantRestoreModel.
+        device: "auto", "cpu", "cuda", ...
         fuse:   merge its LoRA into the base weights for faster inference (the adapters stay saveable);
                 pass False to evaluate a model that is still being trained.
-        device, identity_model_path, detector: as for every Restorer.
     """
 
     name = "instantrestore"
     uses_references = True
 
-    def __init__(self, model: InstantRestoreModel, device: str | torch.device = "auto",
-                 identity_model_path: str | None = None, detector: str = "default", fuse: bool = True) -> None:
-        super().__init__(device, identity_model_path, detector)
+    def __init__(self, model: InstantRestoreModel, device: str | torch.device = "auto", fuse: bool = True) -> None:
+        super().__init__(device)
         self.model = model.to(self.device).eval()
         if fuse:
             self.model.requires_grad_(False).fuse_lora()
         self.face_size = model.config.face_size
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "auto",
-                        identity_model_path: str | None = None, detector: str = "default") -> "InstantRestoreRestorer":
-        return cls(InstantRestoreModel.from_pretrained(path), device, identity_model_path, detector)
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "auto") -> "InstantRestoreRestorer":
+        return cls(InstantRestoreModel.from_pretrained(path), device)
 
     def save_pretrained(self, path: str | Path) -> Path:
         return self.model.save_pretrained(path)
@@ -53,22 +50,20 @@ class InstantRestoreRestorer(Restorer):
         return f"{self.name}-{self.model.reference_fingerprint()[:16]}"
 
     def reference_features(self, faces: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(K, 3, S, S) aligned references in [0, 1] -> layer -> (2, 1, K, N, C) keys and values.
+        """(K, 3, S, S) aligned references in [-1, 1] -> layer -> (2, 1, K, N, C) keys and values.
 
         The t=1 noise and VAE sample are drawn from a fixed seed: the same references always give the
         same cache, so a saved cache and a fresh encoding restore identically.
         """
         generator = torch.Generator(device=faces.device).manual_seed(REFERENCE_SEED)
         with self._autocast():
-            return self.model.encode_references(faces * 2 - 1, generator)
+            return self.model.encode_references(faces, generator)
 
     @torch.no_grad()
-    def restore_tensor(self, faces: torch.Tensor, refs: ReferenceCache | None,
+    def restore_tensor(self, faces: torch.Tensor, reference_features: dict[str, torch.Tensor] | None,
                        generator: torch.Generator | None) -> torch.Tensor:
-        reference_kv = refs.features if refs is not None and len(refs) else None
         with self._autocast():
-            restored = self.model(faces * 2 - 1, reference_kv, generator=generator)
-        return ((restored.float() + 1) / 2).clamp(0, 1)
+            return self.model(faces, reference_features or None, generator=generator).float()
 
     def _autocast(self):
         """torch.autocast on CUDA where the model's config asks for it (the authors run fp16), else nothing."""

@@ -31,12 +31,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
-from instantrestore.models.base import DEFAULT_TILE, resolve_device
+from instantrestore.models.base import resolve_device
 
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 PACKAGED_UPSAMPLERS = {"esrgan-x2": "esrgan_medium_x2", "esrgan-x4": "esrgan_medium_x4"}
 REALESRGAN = ("realesrgan-x2", "realesrgan-x4")  # registered in models/registry.py
 UPSAMPLER_NAMES = ["none", *PACKAGED_UPSAMPLERS, *REALESRGAN]
+DEFAULT_TILE = 400  # tile side in input pixels (as GFP-GAN's --bg_tile)
 DEFAULT_TILE_PAD = 24
 
 

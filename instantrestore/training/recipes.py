@@ -76,7 +76,8 @@ class Recipe:
         raise NotImplementedError
 
     def save_pretrained(self, generator: nn.Module, out_dir: Path) -> Path:
-        raise NotImplementedError
+        """Both generators save themselves as `load_restorer` reads them, leaving the training model as it is."""
+        return generator.save_pretrained(out_dir)
 
     # shared terms ------------------------------------------------------------------------------
     def quality_terms(self, output01: torch.Tensor, target01: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -179,11 +180,6 @@ class GFPGANRecipe(Recipe):
         output, _ = generator(batch["degraded"] * 2 - 1)
         return ((output + 1) / 2).clamp(0, 1)
 
-    def save_pretrained(self, generator, out_dir) -> Path:
-        from instantrestore.models.gfpgan_restorer import save_gfpgan
-
-        return save_gfpgan(generator, out_dir)  # leaves the training model where and as it is
-
 
 class InstantRestoreRecipe(Recipe):
     """InstantRestore: a single-step diffusion restorer reading reference K/V through shared attention.
@@ -257,9 +253,6 @@ class InstantRestoreRecipe(Recipe):
         output = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv,
                            reference_mask=batch["reference_mask"], generator=seeded)
         return ((output + 1) / 2).clamp(0, 1)
-
-    def save_pretrained(self, generator, out_dir) -> Path:
-        return generator.save_pretrained(out_dir)
 
 
 class TrainingReferenceFeatures:

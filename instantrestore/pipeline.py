@@ -1,0 +1,251 @@
+"""`FaceRestorationPipeline`: whole photos and aligned crops through one restorer.
+
+    photo -> faces (detect, align) -> restorer (aligned faces + reference features -> restored faces)
+          -> faces (paste back) -> photo;   identity: which reference face to use, how close the result is
+
+The pipeline owns everything around the model: images in and out (uint8 RGB <-> the restorer's [-1, 1]
+tensors, one conversion each way), the face analyzer, the identity model, reference caches and the
+background upsampler. A `Restorer` (models/base.py) only maps tensors, so GFP-GAN, InstantRestore and
+classical methods are compared on equal terms. The analyzer and the identity model load on first use: a
+blind restore never loads the identity model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from instantrestore.errors import NoFaceError, WeightsError
+from instantrestore.imageio import to_rgb_array
+from instantrestore.models.base import Restorer
+from instantrestore.models.upsampler import DEFAULT_TILE, BackgroundUpsampler, load_upsampler, shipped_upsampler_name
+from instantrestore.references import ReferenceCache
+
+if TYPE_CHECKING:  # built on first use
+    from instantrestore.faces import FaceAnalyzer
+    from instantrestore.faces.identity import IdentityModel
+
+ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]  # a path is read with imageio.read_image
+
+
+def faces_to_tensor(faces: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 HxWx3 RGB arrays -> (B, 3, H, W) float in [-1, 1], the restorers' range."""
+    stacked = np.stack([np.asarray(face) for face in faces]).astype(np.float32) / 127.5 - 1
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def tensor_to_faces(batch: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) float in [-1, 1] (clamped) -> uint8 HxWx3 RGB arrays."""
+    scaled = batch.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte()
+    return list(scaled.permute(0, 2, 3, 1).cpu().numpy())
+
+
+@dataclass
+class RestoredFace:
+    box: np.ndarray            # (4,) x0, y0, x1, y1 in the input photo
+    affine: np.ndarray         # (2, 3) photo -> aligned crop
+    cropped: np.ndarray        # aligned input crop, uint8
+    restored: np.ndarray       # restored crop, uint8
+    identity: float | None     # cosine similarity to the references (None without references)
+
+
+@dataclass
+class RestoreResult:
+    image: np.ndarray                      # the whole photo with faces pasted back (RGB, or RGBA if the input had alpha)
+    faces: list[RestoredFace] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class FaceRestorationPipeline:
+    """Faces + identity + one restorer: what `load_restorer` returns.
+
+    Args:
+        restorer:            the model (a `Restorer`).
+        detector:            the face detector of `FaceAnalyzer` ("default" or a name it knows).
+        identity_model_path: an ArcFace ONNX file, or None for the packaged default identity model.
+        bg_upsampler:        the background of whole photos when upscaling (`restore(upscale > 1)`): "auto"
+                             (the packaged upsampler for the scale), "none" (Lanczos), a name or path, or a
+                             BackgroundUpsampler; loaded on first use.
+        bg_tile:             its tile side in input pixels (0: whole photos at once).
+    """
+
+    def __init__(self, restorer: Restorer, detector: str = "default", identity_model_path: str | None = None,
+                 bg_upsampler: str | BackgroundUpsampler = "auto", bg_tile: int = DEFAULT_TILE) -> None:
+        self.restorer = restorer
+        self.detector = detector
+        self.identity_model_path = identity_model_path
+        self.bg_upsampler = bg_upsampler
+        self.bg_tile = bg_tile
+        self._analyzer: FaceAnalyzer | None = None
+        self._identity: IdentityModel | None = None
+        self._loaded_upsamplers: dict[str, BackgroundUpsampler | None] = {}
+
+    # ----------------------------------------------------------------- the restorer's description
+    @property
+    def name(self) -> str:
+        return self.restorer.name
+
+    @property
+    def face_size(self) -> int:
+        return self.restorer.face_size
+
+    @property
+    def uses_references(self) -> bool:
+        return self.restorer.uses_references
+
+    @property
+    def model_id(self) -> str:
+        return self.restorer.model_id
+
+    @property
+    def identity_loss_model(self) -> str | None:
+        return self.restorer.identity_loss_model
+
+    @property
+    def device(self) -> torch.device:
+        return self.restorer.device
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The restorer's network (None for classical methods)."""
+        return getattr(self.restorer, "model", None)
+
+    # ----------------------------------------------------------------- faces and identity, built lazily
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if self._analyzer is None:
+            from instantrestore.faces import FaceAnalyzer
+
+            self._analyzer = FaceAnalyzer(detector=self.detector)
+        return self._analyzer
+
+    @property
+    def identity_model(self) -> IdentityModel:
+        if self._identity is None:
+            from instantrestore.faces.identity import load_identity_model
+
+            self._identity = load_identity_model(self.identity_model_path)
+        return self._identity
+
+    # ----------------------------------------------------------------- references
+    def encode_references(self, images: Sequence[ImageLike] | ReferenceCache | None,
+                          num_refs: int | None = None) -> ReferenceCache:
+        """Align (if needed), score and encode reference photos once; reuse the cache for every photo."""
+        if isinstance(images, ReferenceCache):
+            return images
+        images = [] if images is None else [to_rgb_array(image) for image in images]
+        faces, notes = self.analyzer.reference_crops(images, self.face_size, self.identity_model)
+        if num_refs is not None:
+            faces = faces[:num_refs]
+        if not faces:
+            empty = ReferenceCache.empty(self.face_size, self.model_id)
+            empty.notes = notes  # why no reference was usable
+            return empty
+        identity = self.identity_model.embed(faces)
+        features = {}
+        if self.uses_references:
+            with torch.no_grad():
+                features = self.restorer.reference_features(faces_to_tensor(faces).to(self.device))
+        return ReferenceCache(faces=np.stack(faces), identity=identity, features=features,
+                              model_id=self.model_id, notes=notes)
+
+    def reference_cache(self, refs: Sequence[ImageLike] | ReferenceCache | None) -> ReferenceCache | None:
+        """`refs` (images, a cache or None) as a cache this restorer can use; None when there is nothing."""
+        if refs is None:
+            return None
+        cache = self.encode_references(refs)
+        if self.uses_references and len(cache) and cache.model_id != self.model_id:
+            raise WeightsError(f"reference cache was made by model {cache.model_id!r}, not {self.model_id!r}; "
+                               "encode the references again with this model")
+        return cache if len(cache) else None
+
+    def identity_to_references(self, faces: Sequence[np.ndarray], cache: ReferenceCache | None) -> list[float | None]:
+        """Mean cosine similarity of each face to the references (None without references)."""
+        if cache is None or cache.identity is None or len(cache) == 0:
+            return [None] * len(faces)
+        embeddings = self.identity_model.embed(list(faces))
+        return [float(np.mean(cache.identity @ embedding)) for embedding in embeddings]
+
+    # ----------------------------------------------------------------- aligned faces
+    def restore_faces(self, crops: Sequence[np.ndarray], refs: Sequence[ImageLike] | ReferenceCache | None = None,
+                      seed: int | None = None) -> list[np.ndarray]:
+        """Restore aligned crops (any square size; resized to `face_size` and back)."""
+        return self._restore_crops(crops, self.reference_cache(refs), seed)
+
+    def restore_face(self, aligned_face: ImageLike, refs: Sequence[ImageLike] | ReferenceCache | None = None,
+                     seed: int | None = None) -> np.ndarray:
+        return self.restore_faces([to_rgb_array(aligned_face)], refs, seed)[0]
+
+    def _restore_crops(self, crops: Sequence[np.ndarray], cache: ReferenceCache | None,
+                       seed: int | None) -> list[np.ndarray]:
+        size = self.face_size
+        sizes = [crop.shape[0] for crop in crops]
+        inputs = [to_rgb_array(crop) for crop in crops]
+        inputs = [crop if crop.shape[0] == size else
+                  np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC)) for crop in inputs]
+        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+        features = cache.features if cache is not None and self.uses_references else None
+        with torch.no_grad():
+            out = self.restorer.restore_tensor(faces_to_tensor(inputs).to(self.device), features, generator)
+        return [face if crop_size == size else
+                np.asarray(Image.fromarray(face).resize((crop_size, crop_size), Image.BICUBIC))
+                for face, crop_size in zip(tensor_to_faces(out), sizes)]
+
+    # ----------------------------------------------------------------- whole photos
+    def background_upsampler(self, upscale: int, choice: str | BackgroundUpsampler | None = None
+                             ) -> BackgroundUpsampler | None:
+        """The net that upscales whole photos by `upscale` (`choice`, else `self.bg_upsampler`); None
+        means Lanczos interpolation, which is also all there is to do at `upscale` 1."""
+        choice = self.bg_upsampler if choice is None else choice
+        if upscale <= 1:
+            return None
+        if isinstance(choice, BackgroundUpsampler):
+            return choice
+        name = shipped_upsampler_name(upscale) if choice == "auto" else str(choice)
+        if name not in self._loaded_upsamplers:
+            self._loaded_upsamplers[name] = load_upsampler(name, self.device, tile=self.bg_tile)
+        return self._loaded_upsamplers[name]
+
+    def restore(self, image: ImageLike, refs: Sequence[ImageLike] | ReferenceCache | None = None,
+                seed: int | None = None, only_center_face: bool = False, upscale: int = 1,
+                alpha: np.ndarray | None = None, bg_upsampler: str | BackgroundUpsampler | None = None
+                ) -> RestoreResult:
+        """Detect, align, restore each face with the references, paste back into the whole photo.
+
+        With `upscale` > 1 the background is upscaled by `bg_upsampler` (default: `self.bg_upsampler`,
+        see `background_upsampler`) and the restored faces are pasted on top.
+        """
+        from instantrestore.faces import paste_back
+
+        rgb = to_rgb_array(image)
+        cache = self.reference_cache(refs)
+        found = self.analyzer.find_faces(rgb, only_center_face=only_center_face)
+        if not found:
+            raise NoFaceError("no face found")
+        aligned = [face.align(rgb, self.face_size) for face in found]
+        restored = self._restore_crops([crop for crop, _ in aligned], cache, seed)
+        identities = self.identity_to_references(restored, cache)
+        upsampler = self.background_upsampler(upscale, bg_upsampler)
+        background = None if upsampler is None else upsampler.upsample(rgb, upscale)
+        result = RestoreResult(image=paste_back(rgb, restored, [affine for _, affine in aligned], upscale, alpha,
+                                                background))
+        for face, (crop, affine), out, identity in zip(found, aligned, restored, identities):
+            result.faces.append(RestoredFace(face.box, affine, crop, out, identity))
+            if identity is None:  # blind: the identity model is not needed
+                continue
+            threshold = self.identity_model.same_person_threshold
+            if identity < threshold:
+                result.warnings.append(
+                    f"face at {face.box.round().astype(int).tolist()}: identity {identity:.2f} to the references "
+                    f"is below {threshold:.2f}; the result may look like a different person")
+        return result
+
+
+def as_pipeline(model: Restorer | FaceRestorationPipeline) -> FaceRestorationPipeline:
+    """A pipeline around a bare restorer (default faces and identity); a pipeline as it is."""
+    return model if isinstance(model, FaceRestorationPipeline) else FaceRestorationPipeline(model)

@@ -21,7 +21,8 @@ from instantrestore.training.recipes import build_recipe
 
 
 def psnr(image: torch.Tensor, target: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / (image - target).pow(2).mean()))
+    """PSNR of [-1, 1] images, as on [0, 1] ones (peak 2)."""
+    return float(10 * torch.log10(4 / (image - target).pow(2).mean()))
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
         for index in np.linspace(0, len(val) - 1, args.faces).round().astype(int):
             sample = val.sample(int(index), 0)
             with torch.no_grad():
-                restored = ((generator(sample["degraded"][None] * 2 - 1) + 1) / 2).clamp(0, 1)[0]
+                restored = generator(sample["degraded"][None])[0].clamp(-1, 1)
             scores.append((psnr(sample["degraded"], sample["target"]), psnr(restored, sample["target"])))
         before, after = np.array(scores).T
         print(f"{args.run} {preset}: input {before.mean():.2f} dB, model {after.mean():.2f} dB, "

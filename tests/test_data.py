@@ -195,7 +195,7 @@ def test_dataset_sample_shapes_and_references(prepared):
         assert sample["degraded"].shape == sample["target"].shape == (3, 32, 32)
         assert sample["references"].shape == (3, 3, 32, 32)
         assert sample["target_landmarks"].shape == (68, 2) and sample["reference_landmarks"].shape == (3, 68, 2)
-        assert 0.0 <= float(sample["degraded"].min()) and float(sample["degraded"].max()) <= 1.0
+        assert -1.0 <= float(sample["degraded"].min()) and float(sample["degraded"].max()) <= 1.0
         names = [n for n in sample["reference_names"] if n]
         # Same person, never the target, as many as exist up to K; padding is zeros and masked off.
         assert sample["name"] not in names and len(set(names)) == len(names)
@@ -206,7 +206,7 @@ def test_dataset_sample_shapes_and_references(prepared):
         for k, name in enumerate(names):
             reference = cv2.resize(cv2.imread(str(prepared / sample["person"] / f"{name}.png"))[..., ::-1],
                                    (32, 32), interpolation=cv2.INTER_AREA)
-            expected = torch.from_numpy(np.ascontiguousarray(reference)).permute(2, 0, 1).float() / 255
+            expected = torch.from_numpy(np.ascontiguousarray(reference)).permute(2, 0, 1).float() / 127.5 - 1
             assert torch.equal(sample["references"][k], expected)
     # Crop landmarks span 0..64; at S=32 they span -0.25..31.75 (pixel centres at integers).
     landmarks = dataset[0]["target_landmarks"]

@@ -137,7 +137,7 @@ def test_recipe_builds_the_identity_term_offline():
     config = load_config(REPO / "configs/train_instantrestore_compact.yaml", ["losses.lpips=0", "losses.ms_ssim=0"])
     recipe = recipes.Recipe(config)
     assert any(note.startswith("identity: on, dlib-resnet") for note in recipe.notes)
-    images = torch.rand(2, 3, 64, 64)
+    images = torch.rand(2, 3, 64, 64) * 2 - 1  # [-1, 1], as batches arrive
     total, logs = recipe.quality_terms(images, images.flip(0))
     assert logs["identity"] > 0 and total.item() == pytest.approx(config.losses.identity * logs["identity"])
 

@@ -23,7 +23,8 @@ from instantrestore.imageio import read_image
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    """uint8 HxWx3 -> (3, H, W) float in [-1, 1], the networks' range (as the pipeline's `faces_to_tensor`)."""
+    return torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)
 
 
 class FaceRestorationDataset(Dataset):
@@ -38,9 +39,10 @@ class FaceRestorationDataset(Dataset):
         seed:      dataset seed, mixed into every sample's generator.
 
     A sample is a dict:
-        degraded (3,S,S), target (3,S,S): float [0, 1]; the degradation is applied at the stored
+        degraded (3,S,S), target (3,S,S): float [-1, 1]; the degradation is applied at the stored
             resolution, so preset parameters mean the same thing at any S.
-        references (K,3,S,S): other photos of the same person, never the target; zeros where padded.
+        references (K,3,S,S): other photos of the same person, never the target, in [-1, 1]; zeros
+            where padded.
         reference_mask (K,) bool: which references are real.
         target_landmarks (68,2), reference_landmarks (K,68,2): float32 pixel coordinates at S.
         target_landmarks_valid () bool, reference_landmarks_valid (K,) bool: landmarks reliable enough

@@ -29,13 +29,14 @@ from instantrestore.training.config import TrainConfig
 @dataclass
 class GeneratorStep:
     loss: torch.Tensor                          # weighted sum, what is backpropagated
-    fake: torch.Tensor                          # restored faces in the discriminator's range ([-1, 1])
-    real: torch.Tensor                          # the targets, same range
+    fake: torch.Tensor                          # restored faces, for the discriminator
+    real: torch.Tensor                          # the targets
     logs: dict[str, float] = field(default_factory=dict)
 
 
 class Recipe:
-    """The interface the trainer sees. Images reach the discriminator in [-1, 1]."""
+    """The interface the trainer sees. Images are in [-1, 1] throughout: the dataset's batches, the
+    generators' inputs and outputs, the discriminator's; only `quality_terms` looks at [0, 1]."""
 
     name = "recipe"
 
@@ -72,7 +73,7 @@ class Recipe:
         raise NotImplementedError
 
     def restore(self, generator: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        """Deterministic restoration of a batch for validation: (B, 3, S, S) in [0, 1]."""
+        """Deterministic restoration of a batch for validation: (B, 3, S, S) in [-1, 1]."""
         raise NotImplementedError
 
     def save_pretrained(self, generator: nn.Module, out_dir: Path) -> Path:
@@ -80,8 +81,10 @@ class Recipe:
         return generator.save_pretrained(out_dir)
 
     # shared terms ------------------------------------------------------------------------------
-    def quality_terms(self, output01: torch.Tensor, target01: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """MS-SSIM, LPIPS (or its L1 stand-in) and identity on images in [0, 1]."""
+    def quality_terms(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """MS-SSIM, LPIPS (or its L1 stand-in) and identity of `output` against `target` ([-1, 1]); these
+        losses are defined on [0, 1] images, so the one conversion is here."""
+        output01, target01 = (output + 1) / 2, (target + 1) / 2
         weights = self.config.losses
         total = output01.new_zeros(())
         logs: dict[str, float] = {}
@@ -158,7 +161,7 @@ class GFPGANRecipe(Recipe):
 
     def generator_step(self, generator, discriminator, batch, step, rng) -> GeneratorStep:
         weights = self.config.losses
-        degraded, target = batch["degraded"] * 2 - 1, batch["target"] * 2 - 1
+        degraded, target = batch["degraded"], batch["target"]
         output, rgb_outputs = generator(degraded, return_rgb=True, randomize_noise=True, generator=rng)
         logs: dict[str, float] = {}
         total = output.new_zeros(())
@@ -170,15 +173,15 @@ class GFPGANRecipe(Recipe):
             term = losses.pyramid_l1_loss(rgb_outputs, target)
             total = total + weights.pyramid * term
             logs["pyramid"] = term.item()
-        quality, quality_logs = self.quality_terms((output + 1) / 2, batch["target"])
+        quality, quality_logs = self.quality_terms(output, target)
         adversarial, adversarial_logs = self.adversarial_term(discriminator, output)
         total = total + quality + adversarial
         logs.update(quality_logs, **adversarial_logs)
         return GeneratorStep(loss=total, fake=output, real=target, logs=logs)
 
     def restore(self, generator, batch) -> torch.Tensor:
-        output, _ = generator(batch["degraded"] * 2 - 1)
-        return ((output + 1) / 2).clamp(0, 1)
+        output, _ = generator(batch["degraded"])
+        return output.clamp(-1, 1)
 
 
 class InstantRestoreRecipe(Recipe):
@@ -229,30 +232,29 @@ class InstantRestoreRecipe(Recipe):
         if self.reference_features is not None:
             reference_kv = self.reference_features(model, batch)
         else:
-            reference_kv = model.encode_references(batch["references"] * 2 - 1, generator=rng)
+            reference_kv = model.encode_references(batch["references"], generator=rng)
         layer = None
         if weights.landmark > 0 and model.shared_layers:
             layers = list(model.shared_layers)
             layer = weights.landmark_layer or layers[int(torch.randint(len(layers), (), generator=rng, device=rng.device))]
-        result = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv, reference_mask=reference_mask,
+        result = generator(batch["degraded"], reference_kv=reference_kv, reference_mask=reference_mask,
                            generator=rng, capture_attention_layer=layer)
         output, captured = result if layer is not None else (result, None)
-        output01 = (output + 1) / 2
-        total, logs = self.quality_terms(output01, batch["target"])
+        total, logs = self.quality_terms(output, batch["target"])
         if captured is not None and captured.num_refs > 0:
             term = landmark_term(captured, batch, reference_mask, self.config.data.size, rng)
             total = total + weights.landmark * term
             logs["landmark"] = term.item()
         adversarial, adversarial_logs = self.adversarial_term(discriminator, output)
         logs.update(adversarial_logs)
-        return GeneratorStep(loss=total + adversarial, fake=output, real=batch["target"] * 2 - 1, logs=logs)
+        return GeneratorStep(loss=total + adversarial, fake=output, real=batch["target"], logs=logs)
 
     def restore(self, generator, batch) -> torch.Tensor:
         seeded = torch.Generator(device=batch["degraded"].device).manual_seed(0)
-        reference_kv = generator.encode_references(batch["references"] * 2 - 1, generator=seeded)
-        output = generator(batch["degraded"] * 2 - 1, reference_kv=reference_kv,
+        reference_kv = generator.encode_references(batch["references"], generator=seeded)
+        output = generator(batch["degraded"], reference_kv=reference_kv,
                            reference_mask=batch["reference_mask"], generator=seeded)
-        return ((output + 1) / 2).clamp(0, 1)
+        return output.clamp(-1, 1)
 
 
 class TrainingReferenceFeatures:
@@ -277,7 +279,7 @@ class TrainingReferenceFeatures:
         # one reference per pass: batched, the last bits would depend on which photos happened to be
         # missing together, and a resumed run (empty cache) would drift from an uninterrupted one
         for key, reference in missing.items():
-            encoded = model.encode_references(reference[None] * 2 - 1)  # layer -> (2, 1, 1, N, C)
+            encoded = model.encode_references(reference[None])  # layer -> (2, 1, 1, N, C)
             self.features[key] = {layer: kv[:, 0, 0].to(torch.float16).clone() for layer, kv in encoded.items()}
         stacked = {}
         for layer in model.shared_layers:

@@ -231,18 +231,18 @@ class MetricsLog:
 @torch.no_grad()
 def validate(recipe: Recipe, generator: nn.Module, batch: dict[str, Any], path: Path) -> float:
     """Restore the fixed validation faces; save rows of degraded | restored | target | first reference;
-    return the mean PSNR of restored vs target."""
+    return the mean PSNR of restored vs target (on [0, 1] images)."""
     generator.eval()
     restored = recipe.restore(generator, batch)
     generator.train()
-    target = batch["target"]
-    mse = (restored - target).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-    psnr = (10 * torch.log10(1 / mse)).mean().item()
-    columns = [batch["degraded"], restored, target]
+    columns = [batch["degraded"], restored, batch["target"]]
     if batch["references"].shape[1] > 0:
         columns.append(batch["references"][:, 0])
+    columns = [(column.clamp(-1, 1) + 1) / 2 for column in columns]  # [-1, 1] -> [0, 1]
+    mse = (columns[1] - columns[2]).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+    psnr = (10 * torch.log10(1 / mse)).mean().item()
     grid = torch.cat([torch.cat(list(column), dim=1) for column in columns], dim=2)  # rows = faces
-    image = grid.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    image = grid.mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
     write_image(path, image, overwrite=True)
     return psnr
 

@@ -45,6 +45,11 @@ def tensor_to_faces(batch: torch.Tensor) -> list[np.ndarray]:
     return list(scaled.permute(0, 2, 3, 1).cpu().numpy())
 
 
+def _restorer_attribute(name: str) -> property:
+    """A read-only attribute of the pipeline that is its restorer's."""
+    return property(lambda pipeline: getattr(pipeline.restorer, name), doc=f"the restorer's `{name}`")
+
+
 @dataclass
 class RestoredFace:
     box: np.ndarray            # (4,) x0, y0, x1, y1 in the input photo
@@ -85,35 +90,13 @@ class FaceRestorationPipeline:
         self._identity: IdentityModel | None = None
         self._loaded_upsamplers: dict[str, BackgroundUpsampler | None] = {}
 
-    # ----------------------------------------------------------------- the restorer's description
-    @property
-    def name(self) -> str:
-        return self.restorer.name
-
-    @property
-    def face_size(self) -> int:
-        return self.restorer.face_size
-
-    @property
-    def uses_references(self) -> bool:
-        return self.restorer.uses_references
-
-    @property
-    def model_id(self) -> str:
-        return self.restorer.model_id
-
-    @property
-    def identity_loss_model(self) -> str | None:
-        return self.restorer.identity_loss_model
-
-    @property
-    def device(self) -> torch.device:
-        return self.restorer.device
-
-    @property
-    def model(self) -> torch.nn.Module | None:
-        """The restorer's network (None for classical methods)."""
-        return getattr(self.restorer, "model", None)
+    # the restorer's description, read through
+    name = _restorer_attribute("name")
+    face_size = _restorer_attribute("face_size")
+    uses_references = _restorer_attribute("uses_references")
+    model_id = _restorer_attribute("model_id")
+    identity_loss_model = _restorer_attribute("identity_loss_model")
+    device = _restorer_attribute("device")
 
     # ----------------------------------------------------------------- faces and identity, built lazily
     @property

@@ -131,7 +131,7 @@ def test_paper_name_downloads_converts_once_and_loads(tmp_path, monkeypatch, gol
     restorer = load_restorer("instantrestore-paper", device="cpu")
     assert downloads == [("hwdz15508/InstantRestore", "final_model_ckpt.pt")]
     assert (tmp_path / "weights" / "instantrestore-paper" / "config.json").is_file()
-    config = restorer.model.config
+    config = restorer.restorer.model.config
     assert (config.freeu, config.inference_timestep, config.reference_timestep) == ([0.9, 0.2, 1.4, 1.6], 249, 1)
     assert config.round_base_weights_to == "bfloat16" and config.inference_autocast == "float16"
     assert config.scheduler["clip_sample"] is False and config.adain and not config.train_input

@@ -2,7 +2,6 @@
 
 import json
 import sys
-import types
 import urllib.error
 from pathlib import Path
 
@@ -155,26 +154,18 @@ def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
     assert str(tmp_path / "weights" / "RealESRGAN_x4plus.pth") in message
 
 
-def test_other_architectures_go_through_spandrel(tmp_path, monkeypatch):
-    """The glue to spandrel's loader, with a stand-in module (spandrel's torchvision does not import here)."""
-    net = RDN(scale=4, num_blocks=1)
-    loaded = []
+def test_other_architectures_go_through_spandrel(tmp_path, spandrel):
+    """A Real-ESRGAN "compact" net (SRVGGNetCompact), which only spandrel knows here, small and random."""
+    from spandrel.architectures.Compact import Compact
 
-    class Descriptor:
-        model, scale, input_channels = net, 4, 3
-        size_requirements = types.SimpleNamespace(multiple_of=2)
-
-    class ModelLoader:
-        def load_from_state_dict(self, state):
-            loaded.append(state)
-            return Descriptor()
-
-    fake = types.SimpleNamespace(ModelLoader=ModelLoader, ImageModelDescriptor=Descriptor)
-    monkeypatch.setitem(sys.modules, "spandrel", fake)
-    torch.save({"params_ema": net.state_dict()}, tmp_path / "rdn_x4.pth")
-    upsampler = load_upsampler(tmp_path / "rdn_x4.pth", device="cpu")
-    assert upsampler.net is net and upsampler.scale == 4 and upsampler.size_multiple == 2
-    assert set(loaded[0]) == set(net.state_dict())  # read by us (weights_only), unwrapped from params_ema
+    torch.manual_seed(0)
+    net = Compact(num_feat=8, num_conv=2, upscale=2)
+    torch.save({"params": net.state_dict()}, tmp_path / "compact_x2.pth")
+    upsampler = load_upsampler(tmp_path / "compact_x2.pth", device="cpu")
+    assert isinstance(upsampler.net, Compact) and upsampler.scale == 2
+    image = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert torch.allclose(upsampler.upsample_tensor(image), net(image).clamp(0, 1), atol=1e-6)
 
 
 # ---------------------------------------------------------------- whole photos

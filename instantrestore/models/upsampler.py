@@ -181,11 +181,13 @@ def _load_rrdbnet(path: Path, name: str, **options) -> BackgroundUpsampler:
 
 def _load_with_spandrel(path: Path, state: dict[str, torch.Tensor], name: str, **options) -> BackgroundUpsampler:
     """Any other super-resolution architecture that spandrel recognises from its state dict (the `zoo` extra)."""
+    from instantrestore.models.zoo import import_spandrel
+
     try:
-        import spandrel
-    except Exception as err:  # absent (ImportError), or its torchvision built for another torch (RuntimeError)
-        raise WeightsError(f"{path}: not an RRDBNet (Real-ESRGAN) checkpoint; other architectures need spandrel "
-                           f"(pip install 'instantrestore[zoo]'; here: {type(err).__name__})") from None
+        spandrel = import_spandrel()
+    except WeightsError as err:
+        raise WeightsError(f"{path}: not an RRDBNet (Real-ESRGAN) checkpoint; other architectures need "
+                           f"spandrel ({err})") from None
     try:  # from the state dict we read (torch.load weights_only): spandrel does not unpickle the file itself
         descriptor = spandrel.ModelLoader().load_from_state_dict(state)
     except Exception as err:  # spandrel raises several kinds for unknown or mismatched architectures

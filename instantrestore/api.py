@@ -62,8 +62,9 @@ def load_restorer(name_or_path: str = "default", device: str | torch.device = "a
     `weights` overrides the file a named model loads (e.g. `gfpgan` with the official GFPGANv1.4.pth,
     `codeformer` with codeformer.pth). `fidelity` is CodeFormer's w in [0, 1] (default 0.5; 1 keeps
     closer to the input). CodeFormer is non-commercial (S-Lab License 1.0).
-    `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (the packaged
-    `esrgan-x2`/`esrgan-x4`), "none" (Lanczos), `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
+    `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (Lanczos, which
+    measured better than the packaged nets), "none" (Lanczos), the packaged `esrgan-x2`/`-x4`,
+    `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
     it runs in tiles of `bg_tile` pixels (0: whole photos at once). It is loaded on first use.
     Extra keyword arguments (`identity_model_path`, `detector`) go to the restorer.
     """

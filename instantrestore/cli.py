@@ -406,9 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-center-face", action="store_true")
     p.add_argument("-s", "--upscale", type=int, default=1, help="upscale factor of the whole photo")
     p.add_argument("--bg-upsampler", default="auto", metavar="NAME|PATH",
-                   help="background upsampler with -s > 1: auto (packaged esrgan-x2 / esrgan-x4, MIT, offline), "
-                        "none (Lanczos), realesrgan-x2 / realesrgan-x4 (official Real-ESRGAN weights, BSD-3-Clause, "
-                        "downloaded once), or a model directory / RRDBNet .pth")
+                   help="background upsampler with -s > 1: auto or none (Lanczos interpolation; auto is the "
+                        "measured best of what ships), esrgan-x2 / esrgan-x4 (packaged nets, MIT, offline; measured "
+                        "below Lanczos, see README), realesrgan-x2 / realesrgan-x4 (official Real-ESRGAN weights, "
+                        "BSD-3-Clause, downloaded once), or a model directory / RRDBNet .pth")
     p.add_argument("--bg-tile", type=int, default=400, metavar="N",
                    help="background upsampler tile size in pixels (overlapping tiles); 0 for whole photos at once")
     p.add_argument("--ext", default="auto", help="output extension: auto (as input), png, jpg")

@@ -3,6 +3,7 @@ synthetic checkpoints in the official release layouts (random weights, made here
 and the CLI; and the one-line errors."""
 
 import json
+import subprocess
 import sys
 import urllib.error
 from pathlib import Path
@@ -180,3 +181,27 @@ def test_without_spandrel_the_error_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         import_spandrel()
     assert "instantrestore[zoo]" in one_line(err)
+
+
+def test_torchvision_diffusers_and_spandrel_import_in_a_fresh_interpreter(spandrel):
+    """Once instantrestore.models is imported, torchvision imports (and with it diffusers, which imports it
+    lazily, and spandrel), whether or not its compiled ops load beside this torch; nms itself then raises
+    torchvision's own error instead of running."""
+    script = """
+import torch, instantrestore.models, torchvision, spandrel
+from diffusers import AutoencoderKL
+from torchvision.transforms.functional import normalize
+x = torch.rand(1, 3, 4, 4)
+assert torch.allclose(normalize(x, [0.5] * 3, [0.5] * 3), x * 2 - 1)
+try:
+    torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
+    print("nms ran")
+except RuntimeError as err:
+    print("nms raised:", str(err).splitlines()[0])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import torchvision.extension
+
+    ops_loaded = torchvision.extension._has_ops()
+    assert ("nms ran" if ops_loaded else "nms raised: Couldn't load custom C++ ops") in result.stdout

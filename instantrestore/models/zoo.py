@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from instantrestore.errors import ConfigError, WeightsError
+from instantrestore.models._torchvision import import_torchvision
 from instantrestore.models.base import Restorer
 from instantrestore.models.registry import is_state_dict, read_checkpoint, resolve_weights
 from instantrestore.references import ReferenceCache
@@ -35,8 +35,6 @@ DEFAULT_FIDELITY = 0.5  # CodeFormer's inference default: 0 favours quality, 1 t
 RESTOREFORMER_RESOLUTION = 512
 RESTOREFORMER_PLUS_PLUS_HEADS = 4  # not in the weights: the release config (8 for RestoreFormer)
 
-_torchvision_schemas: torch.library.Library | None = None  # kept alive: the definitions last as long as it does
-
 
 def import_spandrel(extra_arches: bool = False) -> ModuleType:
     """spandrel, with spandrel_extra_arches (CodeFormer's home) when `extra_arches`; a one-line WeightsError
@@ -45,7 +43,7 @@ def import_spandrel(extra_arches: bool = False) -> ModuleType:
         if importlib.util.find_spec(package) is None:
             raise WeightsError(f"this model needs {package}, which is not installed: {INSTALL_HINT}")
     try:
-        _import_torchvision()
+        import_torchvision()
         spandrel = importlib.import_module("spandrel")
         if extra_arches:
             importlib.import_module("spandrel_extra_arches")
@@ -55,29 +53,6 @@ def import_spandrel(extra_arches: bool = False) -> ModuleType:
         raise WeightsError(f"spandrel's torchvision does not import beside this torch ({str(err)[:100]}); "
                            f"install the torchvision built for torch {torch.__version__}") from None
     return spandrel
-
-
-def _import_torchvision() -> None:
-    """spandrel imports torchvision (LaMa and RestoreFormer's wrapper use it; the nets here do not). A
-    torchvision whose compiled ops cannot load beside this torch (PyPI's 0.28.0 beside the CPU torch 2.13.0
-    wheel) is meant to import without them, but 0.28 registers fake kernels for `nms` and `qnms` without
-    checking (pytorch/vision#9337): "operator torchvision::nms does not exist". Declaring those two schemas,
-    as its C++ library would, without kernels, lets it import; calling nms still fails with torchvision's own
-    "Couldn't load custom C++ ops"."""
-    global _torchvision_schemas
-    try:
-        importlib.import_module("torchvision")
-        return
-    except RuntimeError as err:
-        if "torchvision::nms does not exist" not in str(err) or _torchvision_schemas is not None:
-            raise
-    for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
-        del sys.modules[name]  # the half-imported package
-    library = torch.library.Library("torchvision", "DEF")
-    library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    library.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
-    _torchvision_schemas = library
-    importlib.import_module("torchvision")
 
 
 # ----------------------------------------------------------------------------- reading checkpoints

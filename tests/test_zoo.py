@@ -146,6 +146,12 @@ def test_wrong_or_missing_weights_are_one_line(codeformer_file, restoreformer_pl
     with pytest.raises(ConfigError) as err:
         load_restorer("restoreformer++", weights=str(restoreformer_plus_plus_file), fidelity=0.5, device="cpu")
     assert "CodeFormer" in one_line(err)
+    checkpoint = torch.load(restoreformer_plus_plus_file, weights_only=True)
+    del checkpoint["state_dict"]["vqvae.decoder.up.4.attn.1.q.weight"]  # a truncated or edited file
+    torch.save(checkpoint, tmp_path / "broken.ckpt")
+    with pytest.raises(WeightsError) as err:
+        load_restorer(str(tmp_path / "broken.ckpt"), device="cpu")
+    assert "broken.ckpt: weights do not fit RestoreFormer++: 1 missing" in one_line(err)
     write_image(tmp_path / "face.png", np.zeros((64, 64, 3), np.uint8))
     base = ["restore", str(tmp_path / "face.png"), "--aligned", "-o", str(tmp_path / "out"), "--device", "cpu", "-q"]
     cases = [(["--model", "codeformer", "--weights", str(tmp_path / "nope.pth")], "nope.pth"),

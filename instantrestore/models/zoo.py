@@ -115,7 +115,7 @@ def build_restoreformer_plus_plus(state: dict[str, torch.Tensor], path: Path) ->
         **{key: config[key] for key in ("ch", "out_ch", "ch_mult", "num_res_blocks", "in_channels", "resolution",
                                         "z_channels", "enable_mid", "head_size")},
         attn_resolutions=_attention_resolutions(state, "decoder"))
-    _load_strict(net, state, path, "RestoreFormer++")
+    _load_weights(net, state, path, "RestoreFormer++")
     return net
 
 
@@ -129,17 +129,18 @@ def run_restoreformer(net: nn.Module, faces: torch.Tensor) -> torch.Tensor:
     return net.decode(quant, features)
 
 
-def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: Path, label: str) -> None:
+def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], path: Path, label: str) -> None:
+    """Every tensor of `net` from `state`, in its shape; tensors the net lacks are left out, as the authors'
+    loader does (`strict=False`: their file may hold training-only ones)."""
     expected = net.state_dict()
     missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
     reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
-    if missing or unexpected or reshaped:
-        examples = "; ".join([f"missing {key}" for key in missing[:1]] + [f"unexpected {key}" for key in unexpected[:1]]
+    if missing or reshaped:
+        examples = "; ".join([f"missing {key}" for key in missing[:1]]
                              + [f"{key} is {list(state[key].shape)}" for key in reshaped[:1]])
-        raise WeightsError(f"{path}: weights do not fit {label}: {len(missing)} missing, {len(unexpected)} "
-                           f"unexpected, {len(reshaped)} of another shape (e.g. {examples})")
-    net.load_state_dict(state, strict=True)
+        raise WeightsError(f"{path}: weights do not fit {label}: {len(missing)} missing, {len(reshaped)} of "
+                           f"another shape (e.g. {examples})")
+    net.load_state_dict({key: state[key] for key in expected}, strict=True)
 
 
 # ----------------------------------------------------------------------------- the restorer

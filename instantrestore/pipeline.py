@@ -23,7 +23,7 @@ from PIL import Image
 from instantrestore.errors import NoFaceError, WeightsError
 from instantrestore.imageio import to_rgb_array
 from instantrestore.models.base import Restorer
-from instantrestore.models.upsampler import DEFAULT_TILE, BackgroundUpsampler, load_upsampler, shipped_upsampler_name
+from instantrestore.models.upsampler import AUTO_UPSAMPLER, DEFAULT_TILE, BackgroundUpsampler, load_upsampler
 from instantrestore.references import ReferenceCache
 
 if TYPE_CHECKING:  # built on first use
@@ -74,8 +74,8 @@ class FaceRestorationPipeline:
         detector:            the face detector of `FaceAnalyzer` ("default" or a name it knows).
         identity_model_path: an ArcFace ONNX file, or None for the packaged default identity model.
         bg_upsampler:        the background of whole photos when upscaling (`restore(upscale > 1)`): "auto"
-                             (the packaged upsampler for the scale), "none" (Lanczos), a name or path, or a
-                             BackgroundUpsampler; loaded on first use.
+                             (Lanczos, the measured best of what ships), "none" (Lanczos), a name or path, or
+                             a BackgroundUpsampler; loaded on first use.
         bg_tile:             its tile side in input pixels (0: whole photos at once).
     """
 
@@ -189,7 +189,7 @@ class FaceRestorationPipeline:
             return None
         if isinstance(choice, BackgroundUpsampler):
             return choice
-        name = shipped_upsampler_name(upscale) if choice == "auto" else str(choice)
+        name = AUTO_UPSAMPLER if choice == "auto" else str(choice)
         if name not in self._loaded_upsamplers:
             self._loaded_upsamplers[name] = load_upsampler(name, self.device, tile=self.bg_tile)
         return self._loaded_upsamplers[name]

@@ -23,6 +23,18 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def spandrel():
+    """spandrel (the `zoo` extra), imported as the product imports it; skip when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("spandrel") is None or importlib.util.find_spec("spandrel_extra_arches") is None:
+        pytest.skip("the zoo extra (spandrel, spandrel_extra_arches) is not installed: pip install -e '.[zoo]'")
+    from instantrestore.models.zoo import import_spandrel
+
+    return import_spandrel(extra_arches=True)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -1,5 +1,5 @@
-"""Named weights: where the official GFP-GAN and Real-ESRGAN checkpoints and the InstantRestore authors'
-checkpoints come from, where they are cached, how they load.
+"""Named weights: where the official GFP-GAN, CodeFormer, RestoreFormer++ and Real-ESRGAN checkpoints and the
+InstantRestore authors' checkpoints come from, where they are cached, how they load.
 
 `resolve_weights` turns a path or a registered name into a local file, downloading into the cache
 (`$INSTANTRESTORE_HOME/weights`, default ~/.cache/instantrestore/weights) when online. Offline, it
@@ -46,6 +46,17 @@ REGISTERED_WEIGHTS: dict[str, RegisteredWeights] = {
         RegisteredWeights("realesrgan-x4", "RealESRGAN_x4plus.pth",
                           "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
                           "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"),
+        # other papers' blind face restorers, loaded through spandrel (models/zoo.py). CodeFormer: S-Lab
+        # License 1.0, non-commercial; its digest is the one many projects pin (376,637,898 bytes).
+        RegisteredWeights("codeformer", "codeformer.pth",
+                          "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+                          "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7"),
+        # RestoreFormer++ (Apache-2.0): the authors' pytorch-lightning checkpoint. Its digest was found pinned
+        # by one other project only and could not be checked here (no download on this machine).
+        RegisteredWeights("restoreformer++", "RestoreFormer++.ckpt",
+                          "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/v1.0.0/"
+                          "RestoreFormer++.ckpt",
+                          "613fe52805f86bf8c2bffff08ae9f7a0b99f408be1bf221767af6183038be3a2"),
     )
 }
 
@@ -123,23 +134,32 @@ def download(weights: RegisteredWeights, target: Path) -> Path:
     return target
 
 
-def load_gfpgan_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict in a GFP-GAN `.pth` (`params_ema`, else `params`, else the dict itself) or `.safetensors`."""
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """What a `.pth`/`.ckpt` holds (`torch.load(weights_only=True)`, never unpickled), or a `.safetensors` state dict."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # arbitrary bytes make the unpickler fail in arbitrary ways (KeyError, EOFError, ...)
         first_line = str(err).strip().split("\n")[0]
         detail = f"{type(err).__name__}: {first_line[:100]}" if first_line else type(err).__name__
         raise WeightsError(f"{path}: not a readable checkpoint, truncated or wrong file ({detail})") from None
+
+
+def is_state_dict(checkpoint: object) -> bool:
+    return (isinstance(checkpoint, dict) and bool(checkpoint)
+            and all(isinstance(value, torch.Tensor) for value in checkpoint.values()))
+
+
+def load_gfpgan_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict in a GFP-GAN `.pth` (`params_ema`, else `params`, else the dict itself) or `.safetensors`."""
+    checkpoint = read_checkpoint(path)
     if isinstance(checkpoint, dict):
         checkpoint = checkpoint.get("params_ema", checkpoint.get("params", checkpoint))
-    if not (isinstance(checkpoint, dict) and checkpoint
-            and all(isinstance(value, torch.Tensor) for value in checkpoint.values())):
+    if not is_state_dict(checkpoint):
         raise WeightsError(f"{path}: no state dict in this checkpoint (expected 'params_ema', 'params' "
                            f"or a dict of tensors)")
     return checkpoint

@@ -127,7 +127,7 @@ class Recipe:
         if with_r1:
             r1 = losses.r1_penalty(real_logits.float(), real)
             loss = loss + weights.r1_gamma / 2 * weights.r1_interval * r1
-            logs.update(r1=r1.item(), d_loss=loss.item())
+            logs["r1"] = r1.item()
         return loss, logs
 
 

@@ -210,4 +210,8 @@ except RuntimeError as err:
     import torchvision.extension
 
     ops_loaded = torchvision.extension._has_ops()
+    # `instantrestore train` imports accelerate and diffusers' training utilities first of all
+    trainer = subprocess.run([sys.executable, "-c", "import instantrestore.training.trainer"], capture_output=True,
+                             text=True, timeout=300)
+    assert trainer.returncode == 0, trainer.stderr[-2000:]
     assert ("nms ran" if ops_loaded else "nms raised: Couldn't load custom C++ ops") in result.stdout

@@ -194,37 +194,47 @@ class IdentityLoss(torch.nn.Module):
     """1 - cosine similarity of face descriptors of the output and the target, mean over the batch (the
     identity loss of GFP-GAN and InstantRestore). Images are FFHQ-aligned crops in [0, 1], any size.
 
-    By default the descriptor is dlib's face recognition ResNet, ported to PyTorch and shipped in the
-    package (`faces/dlib_resnet.py`): it works offline, on dlib's 150-px chip cut from the crop with a
-    fixed affine. Given an ArcFace ONNX file (insightface's `w600k_r50.onnx` format, 112x112 input in
-    [-1, 1]), that is used instead, converted by `onnx2torch`, as the papers do; off, with the reason,
-    when the file or the converter is missing.
+    `net` picks the descriptor:
+    - "dlib-torch" (default): dlib's face recognition ResNet, ported to PyTorch and shipped in the package
+      (`faces/dlib_resnet.py`), on dlib's 150-px chip cut from the crop with a fixed affine;
+    - "faceres": HSE's faceres graph run with gradients (`faces/identity.FaceResDescriptor`), fetched by
+      `python scripts/fetch_faceres.py`, so that dlib, which did not train the model, can judge it;
+    - an ArcFace ONNX file (insightface's `w600k_r50.onnx` format, 112x112 input in [-1, 1]), converted by
+      `onnx2torch`, as the papers do.
+    Off, with the reason, when its weights or the converter are missing.
     """
 
     ARCFACE_INPUT_SIZE = 112
 
-    def __init__(self, weights_path: str | None = None) -> None:
+    def __init__(self, net: str = "dlib-torch") -> None:
         super().__init__()
         self.network = None
         self.reason = None
-        self.arcface = bool(weights_path)
-        if not weights_path:
+        self.arcface = False
+        self.model_name = net  # recorded in the exported model's config.json ("identity_loss_model")
+        if net == "dlib-torch":
             from instantrestore.faces.dlib_resnet import DlibDescriptor
 
             self.name = "dlib-resnet (dlib's face descriptor, packaged PyTorch port)"
-            self.model_name = "dlib-torch"  # recorded in the exported model's config.json ("identity_loss_model")
             self.network = DlibDescriptor()
-            return
-        self.name = f"arcface ({weights_path})"
-        self.model_name = "arcface"
-        if not Path(weights_path).is_file():
-            self.reason = f"{weights_path}: no such ArcFace ONNX file"
-        elif importlib.util.find_spec("onnx2torch") is None:
-            self.reason = "the 'onnx2torch' package (and torchvision) is not installed"
-        else:
-            from onnx2torch import convert
+        elif net == "faceres":
+            from instantrestore.faces.identity import FaceResDescriptor, faceres_available
 
-            self.network = convert(weights_path).eval().requires_grad_(False)
+            self.name = "faceres (HSE's descriptor, TF.js graph run by PyTorch)"
+            if faceres_available():
+                self.network = FaceResDescriptor()
+            else:
+                self.reason = "faceres weights are not fetched (python scripts/fetch_faceres.py)"
+        else:
+            self.name, self.model_name, self.arcface = f"arcface ({net})", "arcface", True
+            if not Path(net).is_file():
+                self.reason = f"{net}: no such ArcFace ONNX file"
+            elif importlib.util.find_spec("onnx2torch") is None:
+                self.reason = "the 'onnx2torch' package (and torchvision) is not installed"
+            else:
+                from onnx2torch import convert
+
+                self.network = convert(net).eval().requires_grad_(False)
 
     @property
     def available(self) -> bool:

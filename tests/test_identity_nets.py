@@ -134,3 +134,40 @@ def test_restore_report_scores_with_the_chosen_net(shared, faceres_weights, tmp_
     assert report["identity_model"] == "faceres"
     [score] = report["inputs"][0]["identity"]
     assert FaceResIdentity.same_person_threshold < score <= 1  # bicubic leaves the face as it was
+
+
+def test_faceres_loss_is_differentiable_and_agrees_with_the_landmark_chip(shared, faceres_weights):
+    """The training loss's faceres: the chip cut by dlib's fixed affine gives nearly the descriptor of the
+    landmark-fitted chip, every same-person pair scores a lower loss than every different-person pair,
+    and a step along the gradient lowers the loss."""
+    from instantrestore import losses
+    from instantrestore.faces.identity import FaceResDescriptor
+
+    people, views = ("005", "010", "016"), ("03", "08")
+    crops = _frll_crops(shared, [f"{person}/{person}_{view}.jpg" for person in people for view in views])
+    fitted = FaceResIdentity(faceres_weights).embed(crops)
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        fixed = torch.nn.functional.normalize(FaceResDescriptor(faceres_weights)(images), dim=-1).numpy()
+    assert np.sum(fitted * fixed, 1).min() > 0.93
+
+    loss = losses.IdentityLoss("faceres")
+    assert loss.available and loss.model_name == "faceres"
+    pair_loss = 1 - fixed @ fixed.T
+    person = np.repeat(np.arange(len(people)), len(views))
+    same, different = person[:, None] == person[None], person[:, None] != person[None]
+    assert pair_loss[same & ~np.eye(len(person), dtype=bool)].max() < pair_loss[different].min()
+    output = images[1:2].clone().requires_grad_(True)
+    value = loss(output, images[0:1])
+    value.backward()
+    assert torch.isfinite(output.grad).all() and output.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert loss(output - 0.01 * output.grad / output.grad.abs().max(), images[0:1]) < value
+
+
+def test_faceres_loss_without_weights_is_off_with_the_reason(monkeypatch, tmp_path):
+    from instantrestore import losses
+
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
+    loss = losses.IdentityLoss("faceres")
+    assert not loss.available and "fetch_faceres.py" in loss.reason

@@ -28,6 +28,7 @@ from instantrestore.faces.identity import DlibIdentity, IdentityModel
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "dlib_resnet" / "model.safetensors"
 CHIP_SIZE = 150
+CHIP_PADDING = 0.25
 # dlib's input normalisation (its input_rgb_image_sized<150>): RGB minus this mean, divided by 256
 CHIP_MEAN_RGB = (122.782, 117.001, 104.298)
 CHIP_DIVISOR = 256.0
@@ -131,14 +132,32 @@ def load_dlib_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
 DLIB_CHIP_TO_CROP512 = np.array([[2.2142, 0.010434, 92.794], [-0.010434, 2.2142, 142.06]])
 
 
-def _chip_theta() -> torch.Tensor:
-    """(1, 2, 3) `affine_grid` matrix: chip coordinates -> crop coordinates, both normalised to [-1, 1]
-    with align_corners=False (so it holds for any crop size)."""
-    chip_from_normal = np.array([[CHIP_SIZE / 2, 0, (CHIP_SIZE - 1) / 2], [0, CHIP_SIZE / 2, (CHIP_SIZE - 1) / 2],
-                                 [0, 0, 1]])
+def dlib_chip_theta(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> torch.Tensor:
+    """(1, 2, 3) `affine_grid` matrix of `dlib.get_face_chip(..., size, padding)` in our aligned crops: chip
+    coordinates -> crop coordinates, both normalised to [-1, 1] with align_corners=False (so it holds for
+    any crop size). dlib puts its landmark template at (padding + t) / (1 + 2 padding) * size, so every
+    chip is the 150-px, padding-0.25 chip (`DLIB_CHIP_TO_CROP512`) scaled about the template."""
+    scale, shift = 100 * (1 + 2 * padding) / size, 100 * (CHIP_PADDING - padding)
+    chip150_from_chip = np.array([[scale, 0, shift], [0, scale, shift], [0, 0, 1]])
+    chip_from_normal = np.array([[size / 2, 0, (size - 1) / 2], [0, size / 2, (size - 1) / 2], [0, 0, 1]])
     normal_from_crop = np.array([[2 / 512, 0, 1 / 512 - 1], [0, 2 / 512, 1 / 512 - 1], [0, 0, 1]])
-    theta = normal_from_crop @ np.vstack([DLIB_CHIP_TO_CROP512, [0, 0, 1]]) @ chip_from_normal
+    theta = normal_from_crop @ np.vstack([DLIB_CHIP_TO_CROP512, [0, 0, 1]]) @ chip150_from_chip @ chip_from_normal
     return torch.tensor(theta[:2], dtype=torch.float32)[None]
+
+
+def cut_chips(crops: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, S, S) aligned crops -> (B, 3, size, size) chips by `theta` (`dlib_chip_theta`), differentiable."""
+    grid = F.affine_grid(theta.to(crops.device).expand(len(crops), 2, 3), [len(crops), 3, size, size],
+                         align_corners=False)
+    return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def working_size(chip_size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> int:
+    """The crop side at which one chip pixel is one crop pixel: crops are resized to it (with antialiasing)
+    before the chip is sampled; sampled directly, a 512-px crop sends gradient to only 80% of the pixels
+    under the chip (bilinear taps 2.2 px apart). It does not change the agreement with dlib."""
+    scale = 100 * (1 + 2 * padding) / chip_size
+    return round(512 / (math.hypot(*DLIB_CHIP_TO_CROP512[:, 0]) * scale))
 
 
 class DlibDescriptor(nn.Module):
@@ -154,11 +173,8 @@ class DlibDescriptor(nn.Module):
         super().__init__()
         self.network = load_dlib_resnet(weights_path)
         self.input_range = input_range
-        self.register_buffer("theta", _chip_theta(), persistent=False)
-        # every crop is first resized, with antialiasing, to the size at which one chip pixel is one crop
-        # pixel: sampled directly, a 512-px crop sends gradient to only 80% of the pixels under the chip
-        # (bilinear taps 2.2 px apart). It does not change the agreement with dlib (same cosines either way).
-        self.working_size = round(512 / math.hypot(*DLIB_CHIP_TO_CROP512[:, 0]))
+        self.register_buffer("theta", dlib_chip_theta(), persistent=False)
+        self.working_size = working_size()
 
     def to_working_size(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) aligned crops -> (B, 3, W, W), values unchanged in range."""
@@ -171,9 +187,7 @@ class DlibDescriptor(nn.Module):
         """(B, 3, S, S) aligned crops in `input_range` -> (B, 3, 150, 150) dlib chips in [0, 255]."""
         low, high = self.input_range
         crops = (self.to_working_size(crops) - low) * (255.0 / (high - low))
-        grid = F.affine_grid(self.theta.expand(len(crops), 2, 3), [len(crops), 3, CHIP_SIZE, CHIP_SIZE],
-                             align_corners=False)
-        return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return cut_chips(crops, self.theta, CHIP_SIZE)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) aligned crops -> (B, 128) raw dlib descriptors (not unit length)."""

@@ -15,6 +15,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
 from instantrestore.faces.align import ffhq_template
@@ -183,7 +184,8 @@ class FaceResIdentity(IdentityModel):
         """(N, 1024) raw descriptors (the graph's `global_pooling/Mean`) of 224-px RGB chips."""
         bgr = torch.from_numpy(np.stack(chips)[..., ::-1].astype(np.float32))
         inputs = bgr - torch.tensor(self.BGR_MEAN)
-        return self.graph(inputs, self.OUTPUT_NODE).numpy()
+        with torch.no_grad():
+            return self.graph(inputs, self.OUTPUT_NODE).numpy()
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not len(crops):
@@ -192,6 +194,31 @@ class FaceResIdentity(IdentityModel):
         # in batches: the first layers hold 1.6 MB of activations per face
         batches = [self.descriptors(chips[start:start + self.BATCH]) for start in range(0, len(chips), self.BATCH)]
         return _unit(np.concatenate(batches))
+
+
+class FaceResDescriptor(torch.nn.Module):
+    """faceres descriptors of FFHQ-aligned crops in [0, 1], differentiable, for a training loss: the 224-px
+    chip is cut with dlib's fixed affine (`dlib_chip_theta`) instead of per-face landmarks, then the graph
+    runs with gradients. (B, 3, S, S) -> (B, 1024) raw descriptors."""
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        from instantrestore.faces.dlib_resnet import dlib_chip_theta, working_size  # imports this module
+
+        super().__init__()
+        self.graph = FaceResIdentity(directory).graph
+        size, padding = FaceResIdentity.CHIP_SIZE, FaceResIdentity.CHIP_PADDING
+        self.register_buffer("theta", dlib_chip_theta(size, padding), persistent=False)
+        self.register_buffer("bgr_mean", torch.tensor(FaceResIdentity.BGR_MEAN)[:, None, None], persistent=False)
+        self.working_size = working_size(size, padding)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        from instantrestore.faces.dlib_resnet import cut_chips
+
+        crops = F.interpolate(crops.float(), size=(self.working_size, self.working_size), mode="bilinear",
+                              align_corners=False, antialias=True) * 255
+        chips = cut_chips(crops, self.theta, FaceResIdentity.CHIP_SIZE)
+        bgr = chips.flip(1) - self.bgr_mean
+        return self.graph(bgr.permute(0, 2, 3, 1), FaceResIdentity.OUTPUT_NODE)
 
 
 # The identity nets by name; `dlib-torch` (the differentiable port used as a training loss) joins here.

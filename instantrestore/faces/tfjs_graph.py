@@ -182,8 +182,8 @@ class TFJSGraphModel:
                          if not source.startswith("^"))
         return order
 
-    @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, output: str) -> torch.Tensor:
+        """Run the graph up to `output`; differentiable (call it under `torch.no_grad()` to score)."""
         if output not in self.nodes:
             raise KeyError(f"no node {output!r} in the graph")
         order = self._order(output)

@@ -43,7 +43,7 @@ class Recipe:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.perceptual = losses.PerceptualLoss() if config.losses.lpips > 0 else None
-        self.identity = losses.IdentityLoss(config.losses.identity_weights) if config.losses.identity > 0 else None
+        self.identity = losses.IdentityLoss(config.losses.identity_net) if config.losses.identity > 0 else None
         self.notes: list[str] = []
         if self.perceptual is not None:
             self.notes.append("lpips: " + ("on" if self.perceptual.available else f"off: {self.perceptual.reason}"))

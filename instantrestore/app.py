@@ -28,6 +28,7 @@ from instantrestore.errors import InstantRestoreError
 from instantrestore.imageio import read_image, write_bytes
 from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.models.registry import REGISTERED_WEIGHTS, weights_dir
+from instantrestore.models.upsampler import REALESRGAN
 from instantrestore.references import ReferenceCache
 
 # No telemetry and no version check (gradio reads this when it would send them): the page works offline.
@@ -41,7 +42,8 @@ CACHE_SUFFIX = ".safetensors"
 def model_choices(extra: str | None = None) -> list[str]:
     """The models this installation can load without a download, `extra` (a `--model` path) first."""
     names = [name for name in ("default", "gfpgan") if packaged_model_available(name)] + ["bicubic"]
-    names += [weights.name for weights in REGISTERED_WEIGHTS.values() if (weights_dir() / weights.filename).is_file()]
+    names += [weights.name for weights in REGISTERED_WEIGHTS.values()
+              if weights.name not in REALESRGAN and (weights_dir() / weights.filename).is_file()]  # those upscale photos
     return ([extra] if extra and extra not in names else []) + names
 
 

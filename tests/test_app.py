@@ -101,6 +101,7 @@ def test_model_choices_are_what_loads_offline(page_app, tmp_path, monkeypatch):
     assert model_choices() == ["default", "gfpgan", "bicubic"]
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "GFPGANv1.4.pth").write_bytes(b"present")  # official weights put in place by hand
+    (tmp_path / "weights" / "RealESRGAN_x2plus.pth").write_bytes(b"present")  # a background upsampler: not a face model
     assert model_choices("runs/mine/final") == ["runs/mine/final", "default", "gfpgan", "bicubic", "gfpgan-v1.4"]
 
 

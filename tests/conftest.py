@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import instantrestore.models  # noqa: F401  its torchvision shim first, so any test file runs alone (diffusers imports torchvision)
+
 # Tests use tiny models: one thread avoids thread hand-off overhead that dominates on 2 cores.
 torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from safetensors.torch import load_file, save_file
 
 from instantrestore.errors import ConfigError, WeightsError
-from instantrestore.models.attention import SharedAttnProcessor, up_block_self_attention_layers
+from instantrestore.models.attention import SharedAttnProcessor, locality_prior, up_block_self_attention_layers
 from instantrestore.models.config import SD_TURBO_SCHEDULER, InstantRestoreConfig
 from instantrestore.models.instantrestore import InstantRestoreModel, predicted_clean_latents
 from instantrestore.models.ir_restorer import InstantRestoreRestorer
@@ -117,6 +117,33 @@ def test_captured_attention_rows_sum_to_one_and_leave_output_alone(model):
     assert captured.reference(1).shape == (2, heads, side * side, side * side)
     torch.testing.assert_close(captured.probs.sum(-1), torch.ones(2, heads, side * side))
     assert model.shared_layers[layer].captured is None  # nothing left behind after the call
+
+
+def test_locality_prior_is_a_gaussian_of_the_distance_between_places():
+    prior = locality_prior(16, 16, sigma=0.5)  # 4x4 grids: neighbours are 0.25 apart
+    assert torch.equal(prior.diagonal(), torch.zeros(16)) and torch.equal(prior, prior.T)
+    torch.testing.assert_close(prior[5, 6], torch.tensor(-0.25 ** 2 / (2 * 0.5 ** 2)))  # (1, 1) -> (1, 2)
+    coarse_to_fine = locality_prior(4, 16, sigma=0.5)  # grids of different sizes span the same face
+    assert coarse_to_fine[0].argmax() in (0, 1, 4, 5)
+
+
+def test_locality_prior_points_each_query_at_its_own_place_in_every_reference(tiny_instantrestore):
+    model = tiny_instantrestore("model.reference_locality=0.05", random_lora=True)
+    degraded = images(2, 0)
+    kv = model.encode_references(images(3, 1), generator=seeded(1))
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    layer = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    with torch.no_grad():
+        plain = model(degraded, kv, reference_mask=mask, generator=seeded())
+        captured_out, captured = model(degraded, kv, reference_mask=mask, generator=seeded(),
+                                       capture_attention_layer=layer)
+        without_prior = tiny_instantrestore(random_lora=True)(degraded, kv, reference_mask=mask, generator=seeded())
+    torch.testing.assert_close(captured_out, plain, atol=1e-5, rtol=0)  # the prior enters both attention paths
+    assert (plain - without_prior).abs().max() > 1e-4
+    torch.testing.assert_close(captured.probs.sum(-1), torch.ones(captured.probs.shape[:3]))
+    assert captured.reference(1)[0].max() == 0  # a dropped reference stays unseen
+    own_place = torch.arange(captured.side ** 2)
+    assert torch.equal(captured.reference(0).argmax(-1), own_place.expand(2, captured.probs.shape[1], -1))
 
 
 def test_lora_round_trip_gives_identical_outputs(model, tmp_path):

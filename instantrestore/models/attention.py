@@ -13,6 +13,7 @@ Layer names are the attention module names, e.g. `up_blocks.1.attentions.0.trans
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -168,15 +169,22 @@ class SharedAttnProcessor(_SelfAttentionProcessor):
                  A face whose references are all masked out always attends to itself, so it is restored blind.
     adain:       each reference's values are renormalised per channel to the mean/std (over tokens) of the
                  input's own values before attention.
+    locality:    sigma (a fraction of the face's width) of a Gaussian prior on where a query looks in each
+                 reference: -d^2 / (2 sigma^2) is added to the reference keys' scores, d the distance
+                 between the query's and the key's places on their grids. Aligned faces hold the same
+                 feature at nearly the same place, so the prior finds the correspondence a small UNet's
+                 near-uniform attention does not. None: no prior (the authors').
     capture:     keep `captured` (an AttentionCapture) from the next call; computed with an explicit
                  softmax, the output is the same as without capturing.
     With no references stored the layer is plain self-attention, identical to diffusers' processor.
     """
 
-    def __init__(self, store: ReferenceStore, layer: str, train_input: bool = False, adain: bool = False) -> None:
+    def __init__(self, store: ReferenceStore, layer: str, train_input: bool = False, adain: bool = False,
+                 locality: float | None = None) -> None:
         super().__init__(store, layer)
         self.train_input = train_input
         self.adain = adain
+        self.locality = locality
         self.capture = False
         self.captured: AttentionCapture | None = None
 
@@ -212,6 +220,9 @@ class SharedAttnProcessor(_SelfAttentionProcessor):
                 key_mask.insert(0, sees_self[:, None].expand(-1, self_tokens).to(key.device))
         key, value = torch.cat(keys, dim=1), torch.cat(values, dim=1)
         attention_mask = None if key_mask is None else torch.cat(key_mask, dim=1)[:, None, None, :]  # (B,1,1,keys)
+        if self.locality is not None:
+            attention_mask = self._with_locality_prior(attention_mask, query.shape[1], self_tokens if include_self else 0,
+                                                       num_refs, ref_tokens, query)
 
         if self.capture:
             return self._attend_capturing(attn, query, key, value, attention_mask,
@@ -219,17 +230,48 @@ class SharedAttnProcessor(_SelfAttentionProcessor):
                                           num_refs=num_refs, ref_tokens=ref_tokens)
         return super().attend(attn, query, key, value, attention_mask)
 
+    def _with_locality_prior(self, attention_mask, query_tokens, self_tokens, num_refs, ref_tokens, like):
+        """The boolean key mask (or None) -> additive scores (1 or B, 1, Nq, keys): the locality prior on the
+        reference keys, 0 on the input's own, -inf where masked."""
+        prior = _key_scores_prior(query_tokens, self_tokens, num_refs, ref_tokens, self.locality, like.device).to(like.dtype)
+        if attention_mask is None:
+            return prior
+        return prior.masked_fill(~attention_mask, float("-inf"))
+
     def _attend_capturing(self, attn, query, key, value, attention_mask, self_tokens, num_refs, ref_tokens):
         # An explicit softmax, because scaled_dot_product_attention does not return its probabilities.
         batch_size = query.shape[0]
         query, key, value = _heads(attn, query, key, value)
         scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, heads, Nq, keys)
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, float("-inf"))
+        elif attention_mask is not None:
+            scores = scores + attention_mask
         probs = scores.softmax(dim=-1)
         self.captured = AttentionCapture(probs, self_tokens, num_refs, ref_tokens)
         out = probs @ value
         return out.transpose(1, 2).reshape(batch_size, -1, out.shape[1] * out.shape[3]).to(query.dtype)
+
+
+def locality_prior(query_tokens: int, key_tokens: int, sigma: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(Nq, Nk) log-Gaussian -d^2 / (2 sigma^2) between the places of square, row-major token grids spanning the
+    same face (d and sigma in face widths; the grids may differ in size)."""
+    def places(tokens: int) -> torch.Tensor:
+        side = math.isqrt(tokens)
+        centres = (torch.arange(side, device=device, dtype=torch.float32) + 0.5) / side
+        rows, columns = torch.meshgrid(centres, centres, indexing="ij")
+        return torch.stack([rows.flatten(), columns.flatten()], dim=1)  # (tokens, 2): (y, x)
+    distance_squared = (places(query_tokens)[:, None] - places(key_tokens)[None]).square().sum(-1)
+    return -distance_squared / (2 * sigma ** 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _key_scores_prior(query_tokens: int, self_tokens: int, num_refs: int, ref_tokens: int, sigma: float,
+                      device: torch.device) -> torch.Tensor:
+    """(1, 1, Nq, self_tokens + num_refs * ref_tokens): 0 on the input's own keys, the locality prior on each
+    reference's. Cached: building it costs as much as the attention it biases."""
+    prior = locality_prior(query_tokens, ref_tokens, sigma, device)
+    return torch.cat([prior.new_zeros(query_tokens, self_tokens), prior.repeat(1, num_refs)], dim=1)[None, None]
 
 
 def _split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:

@@ -51,6 +51,8 @@ class InstantRestoreConfig:
     shared_attention: reference K/V feed the up-block self-attention; False = blind one-step restorer.
     train_input:     the input's own K/V take part next to the references' (authors' recipe: False).
     adain:           renormalise each reference's values to the per-channel mean/std of the input's values.
+    reference_locality: sigma (a fraction of the face's width) of a Gaussian prior that makes each query look
+                     near its own place in the (aligned) references; None: no prior (the authors').
     vae_skip:        zero-initialised 1x1 convolutions carry the restoring VAE encoder's features of the
                      degraded face to its decoder at every resolution (as pix2pix-turbo's single-step
                      model does). The authors' recipe has none.
@@ -90,6 +92,7 @@ class InstantRestoreConfig:
     shared_attention: bool = True
     train_input: bool = False
     adain: bool = True
+    reference_locality: float | None = None
     unet_lora_rank: int = 32
     unet_lora_alpha: int = 16
     unet_lora_targets: list[str] = field(default_factory=lambda: list(UNET_LORA_TARGETS))

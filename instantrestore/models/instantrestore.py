@@ -200,7 +200,8 @@ class InstantRestoreModel(torch.nn.Module):
             install_processors(self.reference_unet, lambda layer: ReferenceRecordProcessor(self.store, layer),
                                config.shared_layers)
             self.shared_layers = install_processors(self.unet, lambda layer: SharedAttnProcessor(
-                self.store, layer, train_input=config.train_input, adain=config.adain), config.shared_layers)
+                self.store, layer, train_input=config.train_input, adain=config.adain,
+                locality=config.reference_locality), config.shared_layers)
         self._fingerprint: str | None = None
 
     # ----------------------------------------------------------------- construction and saving

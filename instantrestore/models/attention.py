@@ -220,14 +220,13 @@ class SharedAttnProcessor(_SelfAttentionProcessor):
                 key_mask.insert(0, sees_self[:, None].expand(-1, self_tokens).to(key.device))
         key, value = torch.cat(keys, dim=1), torch.cat(values, dim=1)
         attention_mask = None if key_mask is None else torch.cat(key_mask, dim=1)[:, None, None, :]  # (B,1,1,keys)
+        own_keys = self_tokens if include_self else 0
         if self.locality is not None:
-            attention_mask = self._with_locality_prior(attention_mask, query.shape[1], self_tokens if include_self else 0,
-                                                       num_refs, ref_tokens, query)
+            attention_mask = self._with_locality_prior(attention_mask, query.shape[1], own_keys, num_refs, ref_tokens, query)
 
         if self.capture:
             return self._attend_capturing(attn, query, key, value, attention_mask,
-                                          self_tokens=self_tokens if include_self else 0,
-                                          num_refs=num_refs, ref_tokens=ref_tokens)
+                                          self_tokens=own_keys, num_refs=num_refs, ref_tokens=ref_tokens)
         return super().attend(attn, query, key, value, attention_mask)
 
     def _with_locality_prior(self, attention_mask, query_tokens, self_tokens, num_refs, ref_tokens, like):

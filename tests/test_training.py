@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from instantrestore.data.prepare import prepare_dataset
 from instantrestore.errors import ConfigError
 from instantrestore.faces.landmarks import five_points_from_68
-from instantrestore.training.config import load_config
+from instantrestore.training.config import OptimConfig, load_config
 from instantrestore.training import trainer
-from instantrestore.training.trainer import StepBatchSampler, train, train_main
+from instantrestore.training.trainer import StepBatchSampler, learning_rate_factor, train, train_main
 
 SIZE = 64
 TINY_GFPGAN = """model:
@@ -135,6 +135,17 @@ def test_batches_depend_only_on_seed_and_step():
     # the second process of two gets other samples
     other = list(StepBatchSampler(10, 3, 2, seed=7, start_step=0, steps=5, rank=1, world_size=2))
     assert other[0] != full[0]
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_zero():
+    optim = OptimConfig(warmup_steps=4, decay_steps=10)
+    rates = [learning_rate_factor(step, optim, steps=30) for step in range(30)]
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4:20] == [1.0] * 16
+    assert rates[24] == pytest.approx(0.5)  # half way through the cosine
+    assert all(a > b for a, b in zip(rates[19:], rates[20:]))
+    assert rates[29] == 0.0
+    assert learning_rate_factor(5, OptimConfig(), steps=30) == 1.0
 
 
 def test_gfpgan_loss_goes_down(tmp_path: Path, gfpgan_config: Path):

@@ -52,6 +52,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.0         # max gradient norm of the generator; 0 = no clipping
     warmup_steps: int = 0          # the generator's learning rate rises linearly over these first steps
+    decay_steps: int = 0           # ... and falls along a half cosine to 0 over the last ones of `steps`
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from instantrestore.data.dataset import FaceRestorationDataset
 from instantrestore.errors import ConfigError
 from instantrestore.imageio import write_bytes, write_image
-from instantrestore.training.config import TrainConfig, load_config
+from instantrestore.training.config import OptimConfig, TrainConfig, load_config
 from instantrestore.training.recipes import Recipe, build_recipe
 
 CHECKPOINT_DIR = "checkpoint"
@@ -95,9 +96,15 @@ class SeededSamples(Dataset):
         return self.dataset.sample(index, seed)
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Learning-rate warmup factor of optimiser step `step` (0-based): (step + 1) / warmup_steps."""
-    return (step + 1) / warmup_steps
+def learning_rate_factor(step: int, optim: OptimConfig, steps: int) -> float:
+    """The generator's learning rate at optimiser step `step` (0-based), as a fraction of `optim.lr_g`: a
+    linear warmup over the first `warmup_steps`, then constant, then a half cosine to 0 over the last
+    `decay_steps` of `steps`. A function of the step alone, so a resumed run gets the same rates."""
+    factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps > 0 else 1.0
+    if optim.decay_steps > 0:
+        progress = min(1.0, max(0.0, (step + 1 - (steps - optim.decay_steps)) / optim.decay_steps))
+        factor *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -331,9 +338,8 @@ def train(config: TrainConfig) -> Path:
             logs["g_loss"] = logs.get("g_loss", 0.0) + result.loss.item() / config.grad_accum
         if optim.grad_clip > 0:
             logs["g_grad_norm"] = float(accelerator.clip_grad_norm_(trainable, optim.grad_clip))
-        if optim.warmup_steps > 0:  # a function of the step alone, so a resumed run gets the same rates
-            for group in optimizers["g"].param_groups:
-                group["lr"] = optim.lr_g * min(1.0, warmup_factor(step, optim.warmup_steps))
+        for group in optimizers["g"].param_groups:
+            group["lr"] = optim.lr_g * learning_rate_factor(step, optim, config.steps)
         optimizers["g"].step()
 
         # discriminator: the recipe's loss on the same micro-batches, then one step

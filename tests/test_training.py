@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from instantrestore.data.prepare import prepare_dataset
-from instantrestore.errors import ConfigError
+from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.faces.landmarks import five_points_from_68
 from instantrestore.training.config import OptimConfig, load_config
 from instantrestore.training import trainer
@@ -157,6 +157,27 @@ def test_gfpgan_loss_goes_down(tmp_path: Path, gfpgan_config: Path):
     assert len(losses) == 20
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+def test_gfpgan_run_starts_from_pretrained_weights(tmp_path: Path, gfpgan_config: Path):
+    from instantrestore.models.gfpgan import GFPGANv1Clean
+    from instantrestore.training.recipes import build_recipe
+
+    torch.manual_seed(3)
+    earlier = GFPGANv1Clean(**load_config(gfpgan_config).architecture())
+    with torch.no_grad():
+        for parameter in earlier.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    earlier.save_pretrained(tmp_path / "earlier")
+    config = load_config(gfpgan_config, [f"model.overrides.pretrained={tmp_path / 'earlier'}"])
+    started = build_recipe(config).build_generator()
+    for (name, expected), actual in zip(earlier.state_dict().items(), started.state_dict().values()):
+        assert torch.equal(expected, actual), name
+    assert all(parameter.requires_grad for parameter in started.parameters())
+    missing = load_config(gfpgan_config, [f"model.overrides.pretrained={tmp_path / 'absent'}"])
+    with pytest.raises(WeightsError, match="absent") as error:
+        build_recipe(missing).build_generator()
+    assert "\n" not in str(error.value)
 
 
 def test_gradient_accumulation_steps_each_optimiser_once_per_step(tmp_path: Path, gfpgan_config: Path):

@@ -153,10 +153,16 @@ class GFPGANRecipe(Recipe):
                               f"out_size {self.arch.get('out_size')}")
 
     def build_generator(self) -> nn.Module:
+        """`pretrained` (a `save_pretrained` directory or an official checkpoint) starts the run from those
+        weights, as GFP-GAN's `pretrain_network_g`; the discriminator then starts fresh."""
         from instantrestore.models.gfpgan import GFPGANv1Clean
 
+        arch = dict(self.arch)
+        pretrained = arch.pop("pretrained", None)
         try:
-            return GFPGANv1Clean(**self.arch)
+            if pretrained is None:
+                return GFPGANv1Clean(**arch)
+            return GFPGANv1Clean.from_pretrained(pretrained, **arch)
         except TypeError as err:
             raise ConfigError(f"{self.config.model_config_path()}: {err}") from None
 

@@ -30,6 +30,10 @@ def main() -> None:
         config = json.loads((staging / CONFIG_NAME).read_text())
         config["identity_loss_model"] = trained_with
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    for unet_config in staging.rglob("unet/config.json"):  # diffusers records the run directory it came from
+        config = json.loads(unet_config.read_text())
+        config.pop("_name_or_path", None)
+        unet_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(args.output, ignore_errors=True)
     staging.rename(args.output)
     size = sum(path.stat().st_size for path in args.output.rglob("*") if path.is_file())

@@ -211,6 +211,7 @@ def test_both_identity_nets_scored_and_compared(tiny_data, tmp_path, monkeypatch
 
 
 def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
+    import json
     import shutil
 
     from instantrestore.api import PACKAGED_WEIGHTS, load_restorer
@@ -218,6 +219,9 @@ def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
 
     model_dir = tmp_path / "gfpgan"
     shutil.copytree(PACKAGED_WEIGHTS / "gfpgan_compact", model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.pop("identity_loss_model", None)  # the packaged model records one: start from a model without
+    (model_dir / "config.json").write_text(json.dumps(config))
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model is None
     record_identity_loss_model(model_dir, "dlib-torch")
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model == "dlib-torch"

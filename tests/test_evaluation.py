@@ -220,7 +220,7 @@ def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
     model_dir = tmp_path / "gfpgan"
     shutil.copytree(PACKAGED_WEIGHTS / "gfpgan_compact", model_dir)
     config = json.loads((model_dir / "config.json").read_text())
-    config.pop("identity_loss_model", None)  # the packaged model records one: start from a model without
+    config.pop("identity_loss_model", None)  # the packaged model records its loss net: start without one
     (model_dir / "config.json").write_text(json.dumps(config))
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model is None
     record_identity_loss_model(model_dir, "dlib-torch")

@@ -135,6 +135,17 @@ def test_discriminator_shapes_and_minibatch_stddev():
     F.softplus(logits).mean().backward()
 
 
+def test_untrained_discriminator_sees_its_input():
+    # PyTorch's default init shrank the features level by level: the logits of a flat image, a ramp and
+    # noise agreed to 1e-3 (and R1 kept the discriminator there); He init keeps them apart
+    torch.manual_seed(0)
+    discriminator = StyleGAN2Discriminator(64, channel_multiplier=1, narrow=0.1)
+    images = torch.stack([torch.zeros(3, 64, 64), torch.linspace(-1, 1, 64).expand(3, 64, 64),
+                          0.5 * torch.randn(3, 64, 64)])
+    logits = discriminator(images)
+    assert (logits.max() - logits.min()).item() > 0.01
+
+
 def test_landmark_term_reads_only_usable_references():
     from instantrestore.models.attention import AttentionCapture
     from instantrestore.training.recipes import landmark_term

@@ -68,6 +68,19 @@ class StyleGAN2Discriminator(nn.Module):
         self.final_conv = nn.Conv2d(channels[4] + 1, channels[4], 3, padding=1)
         self.final_linear = nn.Sequential(nn.Linear(channels[4] * 4 * 4, channels[4]), nn.LeakyReLU(0.2),
                                           nn.Linear(channels[4], 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation for the leaky ReLUs (StyleGAN2 gets the same scale from its equalised learning
+        rate). PyTorch's default init shrinks the features at every level, so an untrained discriminator's
+        logit hardly depends on its input, and R1 then keeps it that way: it stays at chance (README)."""
+        linear_layers = {self.final_linear[-1], *(block.skip for block in self.body)}
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nonlinearity = "linear" if module in linear_layers else "leaky_relu"
+                nn.init.kaiming_normal_(module.weight, a=0.2, mode="fan_in", nonlinearity=nonlinearity)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
         """Append one channel: the std of features across a group of samples (lets D see diversity)."""

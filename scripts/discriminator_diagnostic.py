@@ -15,7 +15,6 @@ import time
 
 import torch
 
-from instantrestore import losses
 from instantrestore.data.dataset import FaceRestorationDataset
 from instantrestore.models.discriminator import StyleGAN2Discriminator
 from instantrestore.models.gfpgan import GFPGANv1Clean
@@ -34,7 +33,8 @@ def main() -> None:
     parser.add_argument("--r1-gamma", type=float, default=None, help="default: the config's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load_config(args.config, [] if args.r1_gamma is None else [f"losses.r1_gamma={args.r1_gamma}"])
+    recipe = build_recipe(config)
     torch.manual_seed(args.seed)
 
     started = time.perf_counter()
@@ -53,8 +53,7 @@ def main() -> None:
           f"{(reals - fakes).abs().mean():.4f}")
 
     weights, optim = config.losses, config.optim
-    gamma = weights.r1_gamma if args.r1_gamma is None else args.r1_gamma
-    discriminator = StyleGAN2Discriminator(config.data.size, **build_recipe(config).discriminator_size())
+    discriminator = StyleGAN2Discriminator(config.data.size, **recipe.discriminator_size())
     ratio = weights.r1_interval / (weights.r1_interval + 1)  # as the trainer: lazy R1's corrected Adam
     optimizer = torch.optim.Adam(discriminator.parameters(), lr=optim.lr_d * ratio,
                                  betas=(optim.betas[0] ** ratio, optim.betas[1] ** ratio))
@@ -62,13 +61,8 @@ def main() -> None:
     history = []
     for step in range(args.steps):
         index = torch.randint(0, len(train_reals), (config.data.batch_size,))
-        with_r1 = step % weights.r1_interval == 0
-        real = train_reals[index].clone().requires_grad_(with_r1)
-        real_logits = discriminator(real)
-        loss = losses.discriminator_adversarial_loss(real_logits, discriminator(train_fakes[index]))
-        history.append(loss.item())
-        if with_r1 and gamma > 0:
-            loss = loss + gamma / 2 * weights.r1_interval * losses.r1_penalty(real_logits, real)
+        loss, logs = recipe.discriminator_step(discriminator, train_fakes[index], train_reals[index], step)
+        history.append(logs["d_loss"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -77,7 +71,7 @@ def main() -> None:
         real_logits, fake_logits = discriminator(reals[-HELD_OUT:]), discriminator(fakes[-HELD_OUT:])
     accuracy = ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).item() / 2
     quarter = max(1, args.steps // 4)
-    print(f"r1_gamma {gamma}: loss {sum(history[:quarter]) / quarter:.3f} (first quarter) -> "
+    print(f"r1_gamma {weights.r1_gamma}: loss {sum(history[:quarter]) / quarter:.3f} (first quarter) -> "
           f"{sum(history[-quarter:]) / quarter:.3f} (last quarter); held-out accuracy {accuracy:.2f}, "
           f"logit real - restored {(real_logits.mean() - fake_logits.mean()).item():+.3f}")
 

@@ -283,6 +283,25 @@ def test_gfpgan_resume_is_bit_identical(tmp_path: Path, gfpgan_config: Path, mon
     assert _generators_differ(straight, without_rng)
 
 
+def test_adversarial_term_turned_on_at_resume_starts_a_fresh_discriminator(tmp_path: Path, gfpgan_config: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """A run without the adversarial term, resumed with it: the generator continues from the checkpoint, the
+    discriminator starts fresh, trains, and is in the next checkpoint; notes.txt says so."""
+    run = tmp_path / "turned_on"
+    train_main(str(gfpgan_config), [f"out_dir={run}", "steps=2", "losses.adversarial=0"])
+    assert not (run / "checkpoint" / "discriminator.safetensors").is_file()
+    generator_at_2 = load_file(str(run / "checkpoint" / "generator.safetensors"))
+    steps = _record_steps(monkeypatch)
+    train_main(str(gfpgan_config), [f"out_dir={run}"])
+    assert steps == [2, 3]
+    rows = _metrics_without_time(run)
+    assert [bool(row["d_loss"]) for row in rows] == [False, False, True, True]
+    assert "fresh discriminator" in (run / "notes.txt").read_text()
+    assert (run / "checkpoint" / "discriminator.safetensors").is_file()
+    generator_at_4 = load_file(str(run / "checkpoint" / "generator.safetensors"))
+    assert any(not torch.equal(value, generator_at_4[key]) for key, value in generator_at_2.items())
+
+
 TINY_INSTANTRESTORE = """model:
   face_size: 64
   embed_base: true

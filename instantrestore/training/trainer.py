@@ -147,13 +147,15 @@ def save_checkpoint(directory: Path, step: int, elapsed: float, generator: nn.Mo
 def load_checkpoint(directory: Path, generator: nn.Module, discriminator: nn.Module | None,
                     ema: TrainableEMA | None, optimizers: dict[str, torch.optim.Optimizer],
                     rng: torch.Generator, accelerator: Accelerator) -> tuple[int, float]:
-    """Restore everything `save_checkpoint` wrote; returns the step to continue from and the seconds spent."""
+    """Restore everything `save_checkpoint` wrote; returns the step to continue from and the seconds spent.
+    A checkpoint of a run without the adversarial term leaves a discriminator fresh (the term turned on)."""
     load_model(accelerator.unwrap_model(generator), str(directory / "generator.safetensors"))
-    if discriminator is not None:
+    if discriminator is not None and (directory / "discriminator.safetensors").is_file():
         load_model(accelerator.unwrap_model(discriminator), str(directory / "discriminator.safetensors"))
     states = torch.load(directory / "optimizers.pt", weights_only=True, map_location="cpu")
     for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(states[name])
+        if name in states:
+            optimizer.load_state_dict(states[name])
     state = torch.load(directory / "state.pt", weights_only=True)
     if ema is not None:
         ema.load_named_shadow(load_file(str(directory / "ema.safetensors")), int(state["ema_step"]))
@@ -298,6 +300,8 @@ def train(config: TrainConfig) -> Path:
     start_step, elapsed = 0, 0.0
     if config.resume and (checkpoint / "state.pt").is_file():
         start_step, elapsed = load_checkpoint(checkpoint, generator, discriminator, ema, optimizers, rng, accelerator)
+        if discriminator is not None and not (checkpoint / "discriminator.safetensors").is_file():
+            recipe.notes.append("adversarial: on from here, with a fresh discriminator (none in the checkpoint)")
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))

@@ -36,6 +36,17 @@ def test_ssim_and_ms_ssim(rng):
         metrics.ms_ssim(image[:64, :64], image[:64, :64])
 
 
+def test_sharpness_is_detail_relative_to_the_ground_truth(rng):
+    import cv2
+
+    face = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    softer = cv2.GaussianBlur(face, (0, 0), 1.5)
+    assert metrics.sharpness(face, face) == pytest.approx(1.0)
+    assert 0 < metrics.sharpness(softer, face) < 0.5
+    assert metrics.sharpness(face, softer) > 2
+    assert metrics.sharpness(np.full_like(face, 90), face) == 0.0
+
+
 def test_bootstrap_ci(rng):
     assert metrics.bootstrap_ci95([0.7] * 10) == 0.0
     assert metrics.bootstrap_ci95([0.7]) is None
@@ -149,11 +160,12 @@ def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
                     "sec_per_face", "peak_rss_mb"):
             assert key in row
         assert row["n"] == 2 and row["preset"] == "sr8"
-        for metric in ("psnr", "ssim", "identity", "lmd"):
+        for metric in ("psnr", "ssim", "identity", "lmd", "sharpness"):
             assert isinstance(row[metric], float) and isinstance(row[f"{metric}_ci95"], float)
     rows = {(row["method"], row["num_refs"]): row for row in saved["rows"]}
     # Bicubic restores nothing: its fidelity is the degraded input's (up to the 192->512->192 resize).
     assert rows[("bicubic", 0)]["psnr"] == pytest.approx(rows[("degraded", 0)]["psnr"], abs=0.5)
+    assert rows[("degraded", 0)]["sharpness"] < 1  # an 8x-downscaled face has less detail than its original
     assert rows[("blend", 0)]["psnr"] == rows[("degraded", 0)]["psnr"]  # blind and at its own size: the input
     assert rows[("blend", 1)]["psnr"] != rows[("blend", 0)]["psnr"]  # the references were used
     paired = [p for p in saved["paired"] if p["metric"] == "psnr"]

@@ -40,7 +40,7 @@ from instantrestore.degradations import degrade, get_preset
 from instantrestore.errors import ConfigError
 from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
                                                landmark_distance, lpips_metric, ms_ssim,
-                                               paired_difference, psnr, ssim)
+                                               paired_difference, psnr, sharpness, ssim)
 from instantrestore.faces import load_identity_model
 from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
 from instantrestore.faces.landmarks import LandmarkPredictor
@@ -144,7 +144,7 @@ class FaceScorer:
 
     @property
     def metric_names(self) -> list[str]:
-        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips"]
+        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips", "sharpness"]
 
     @property
     def measured_names(self) -> list[str]:
@@ -171,6 +171,7 @@ class FaceScorer:
             scores[column] = self.identity(column, restored, target) if model is not None else None
         scores["lmd"] = landmark_distance(restored, target, self.landmarks_68)
         scores["lpips"] = self.lpips(restored, target) if self.lpips is not None else None
+        scores["sharpness"] = sharpness(restored, target)
         return scores
 
 
@@ -450,7 +451,8 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     """results.md: the paper-style table per preset and the paired "do references help" rows."""
     identity_columns = [key for key in results["rows"][0] if key.startswith("identity") and not key.endswith("_ci95")]
     columns = [("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3), ("ms_ssim", "MS-SSIM↑", 3), ("lpips", "LPIPS↓", 3),
-               *[(c, "ID (dlib)↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2)]
+               *[(c, "ID (dlib)↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2),
+               ("sharpness", "Sharpness", 2)]
     lines = [f"# Benchmark ({results['created']})", "",
              f"Data: `{results['data']}`, split `{results['split']}`, {len(results['people'])} people, "
              f"one held-out photo each; seed {results['seed']}.",
@@ -458,7 +460,8 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
              "Values: mean over faces ± half-width of the 95% bootstrap interval. ID: cosine similarity of "
              "restored and ground-truth descriptors under the named net (dlib and faceres are unrelated nets: "
              "two opinions). LMD: mean distance of 68 landmarks, "
-             "pixels at 512. Time: seconds per face restored (reference encoding not included); "
+             "pixels at 512. Sharpness: mean absolute Laplacian over the ground truth's (1: as much fine detail; "
+             "noise counts as detail, so read it beside PSNR). Time: seconds per face restored (reference encoding not included); "
              "peak RSS: resident memory of the benchmark process while the method ran.", ""]
     if results["left_out"]:
         lines += [f"Left out (too few other photos): {', '.join(results['left_out'])}.", ""]

@@ -2,7 +2,8 @@
 
 Conventions: images are HxWx3 uint8 RGB aligned face crops of the same size; a restored face is always
 compared with its own ground truth. Fidelity (PSNR, SSIM, MS-SSIM) is computed on RGB at data range 255,
-identity on descriptors of the default identity model, LMD on 68 landmarks at 512x512.
+identity on descriptors of the default identity model, LMD on 68 landmarks at 512x512, sharpness on
+the grey image.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import pytorch_msssim
 import torch
@@ -57,6 +59,15 @@ def ms_ssim(restored: np.ndarray, target: np.ndarray) -> float:
         raise ValueError(f"MS-SSIM needs images larger than {MS_SSIM_MIN_SIDE} px on each side, got {target.shape[:2]}")
     as_batch = lambda image: torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
     return float(pytorch_msssim.ms_ssim(as_batch(restored), as_batch(target), data_range=255, win_size=11))
+
+
+def sharpness(restored: np.ndarray, target: np.ndarray) -> float:
+    """Fine detail relative to the ground truth: mean absolute Laplacian of the grey restored face over the
+    ground truth's. 1 is as much detail as the ground truth; an L1-trained restorer stays below 1. Noise
+    counts as detail too, so a noisy input can score above 1: read it beside PSNR, not alone."""
+    _check_pair(restored, target)
+    detail = lambda image: np.abs(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F)).mean()
+    return float(detail(restored) / max(detail(target), 1e-6))
 
 
 def identity_similarity(restored: Sequence[np.ndarray], targets: Sequence[np.ndarray], identity_model) -> list[float]:

@@ -4,8 +4,9 @@ kept" is a number, not an impression.
 
     .venv/bin/python scripts/measure_demo.py [--model default] [--json demo.json]
 
-Sharpness: the benchmark's (`metrics.sharpness`), against the degraded face box (a ratio > 1: more fine detail than the degraded
-input; the original photo's ratio is printed beside it as the ceiling that is real detail, not noise).
+Sharpness: the benchmark's (`metrics.sharpness`), against the degraded face box (a ratio > 1: more fine
+detail than the degraded input; the original photo's ratio is printed beside it as the ceiling that is real
+detail, not noise).
 """
 
 from __future__ import annotations

@@ -438,3 +438,39 @@ def test_both_recipes_honour_the_l1_weight():
         total, logs = Recipe(config).quality_terms(images, images.flip(0))
         assert total.item() == pytest.approx(2 * (images - images.flip(0)).abs().mean().item())
         assert logs["l1"] == pytest.approx((images - images.flip(0)).abs().mean().item())
+
+
+def test_init_from_continues_an_exported_model(tmp_path: Path, tiny_data: Path):
+    """`init_from` starts a run from a `save_pretrained` export (how a session continues the packaged model):
+    at learning rate 0 the export comes out unchanged; a model of another shape is a one-line error."""
+    from instantrestore.models.instantrestore import InstantRestoreModel
+
+    (tmp_path / "compact.yaml").write_text(TINY_COMPACT)
+    config = tmp_path / "train.yaml"
+    config.write_text(f"""recipe: instantrestore
+model: {{config: compact.yaml, overrides: {{shared_attention: false}}}}
+data: {{data_dir: {tiny_data}, size: {SIZE}, preset: sr8, num_refs: 0, batch_size: 2, val_samples: 2}}
+out_dir: {tmp_path / 'trained'}
+steps: 2
+ema_decay: 0.0
+reference_dropout: 0.0
+val_every: 100
+optim: {{lr_g: 0.001, betas: [0.9, 0.999], grad_clip: 1.0, warmup_steps: 0}}
+losses: {{lpips: 5.0, lpips_fallback_l1: 5.0}}
+""")
+    trained = train_main(str(config), [])
+    frozen = ["steps=1", f"init_from={trained}", "optim.lr_g=0.0"]
+    continued = train_main(str(config), frozen + [f"out_dir={tmp_path / 'continued'}"])
+    fresh = train_main(str(config), ["steps=1", "optim.lr_g=0.0", f"out_dir={tmp_path / 'fresh'}"])
+
+    def unet(path: Path) -> dict[str, torch.Tensor]:
+        return InstantRestoreModel.from_pretrained(path).unet.state_dict()
+
+    expected = unet(trained)
+    assert all(torch.equal(value, expected[key]) for key, value in unet(continued).items())
+    assert any(not torch.equal(value, expected[key]) for key, value in unet(fresh).items())
+    assert "init_from" in (tmp_path / "continued" / "notes.txt").read_text()
+    with pytest.raises(ConfigError, match="init_from does not fit") as err:
+        other_width = "model.overrides.unet.cross_attention_dim=16"
+        train_main(str(config), frozen + [f"out_dir={tmp_path / 'other'}", other_width])
+    assert "\n" not in str(err.value)

@@ -95,6 +95,9 @@ class TrainConfig:
     val_every: int = 500
     checkpoint_every: int = 500
     resume: bool = True            # continue from OUT/checkpoint when it exists
+    # start the generator from an exported model (a `save_pretrained` directory, e.g. the packaged weights)
+    # of the same architecture; a resumed checkpoint takes precedence
+    init_from: str | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     config_path: str = ""          # set by `load_config`; model.config is relative to it

@@ -56,6 +56,19 @@ class Recipe:
     def build_generator(self) -> nn.Module:
         raise NotImplementedError
 
+    def load_exported(self, path: str) -> nn.Module:
+        """A generator exported by `save_pretrained` (e.g. the packaged weights), on the CPU."""
+        raise NotImplementedError
+
+    def start_from_exported(self, generator: nn.Module, path: str) -> None:
+        """`init_from`: copy an exported generator's weights into the fresh one (same architecture), so a run
+        continues a packaged model; optimiser, EMA and discriminator start fresh."""
+        try:
+            generator.load_state_dict(self.load_exported(path).state_dict(), strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(f"{path}: init_from does not fit this run's model ({first})") from None
+
     def build_discriminator(self) -> nn.Module | None:
         """A StyleGAN2 discriminator at the training size when the adversarial weight is > 0."""
         if self.config.losses.adversarial <= 0:
@@ -166,6 +179,12 @@ class GFPGANRecipe(Recipe):
         except TypeError as err:
             raise ConfigError(f"{self.config.model_config_path()}: {err}") from None
 
+    def load_exported(self, path: str) -> nn.Module:
+        from instantrestore.models.gfpgan import GFPGANv1Clean
+
+        arch = {key: value for key, value in self.arch.items() if key != "pretrained"}
+        return GFPGANv1Clean.from_pretrained(path, **arch)
+
     def discriminator_size(self) -> dict[str, Any]:
         return {"channel_multiplier": self.arch.get("channel_multiplier", 2), "narrow": self.arch.get("narrow", 1.0)}
 
@@ -226,6 +245,11 @@ class InstantRestoreRecipe(Recipe):
         from instantrestore.models.instantrestore import InstantRestoreModel
 
         return InstantRestoreModel.from_config(self.model_config)
+
+    def load_exported(self, path: str) -> nn.Module:
+        from instantrestore.models.instantrestore import InstantRestoreModel
+
+        return InstantRestoreModel.from_pretrained(path)
 
     def trainable_parameters(self, generator: nn.Module) -> list[nn.Parameter]:
         return list(extract_model_from_parallel(generator).trainable_parameters())

@@ -275,7 +275,10 @@ def train(config: TrainConfig) -> Path:
 
     # model, via the recipe
     recipe = build_recipe(config)
-    generator = recipe.build_generator().to(device).train()
+    generator = recipe.build_generator()
+    if config.init_from:
+        recipe.start_from_exported(generator, config.init_from)
+    generator = generator.to(device).train()
     discriminator = recipe.build_discriminator()
     trainable = recipe.trainable_parameters(generator)
     ema = TrainableEMA(generator, trainable, config.ema_decay) if config.ema_decay > 0 else None
@@ -302,6 +305,8 @@ def train(config: TrainConfig) -> Path:
         start_step, elapsed = load_checkpoint(checkpoint, generator, discriminator, ema, optimizers, rng, accelerator)
         if discriminator is not None and not (checkpoint / "discriminator.safetensors").is_file():
             recipe.notes.append("adversarial: on from here, with a fresh discriminator (none in the checkpoint)")
+    elif config.init_from:
+        recipe.notes.append(f"generator: from {config.init_from} (init_from); optimisers and EMA fresh")
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))

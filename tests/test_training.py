@@ -392,8 +392,8 @@ TINY_COMPACT = """model:
 """
 
 
-def test_compact_two_stages_blind_then_cached_references_resume_exactly(tmp_path: Path, tiny_data: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch):
+def _tiny_compact_blind_config(tmp_path: Path, tiny_data: Path) -> Path:
+    """A blind compact InstantRestore run on the tiny data, writing to tmp_path/blind."""
     (tmp_path / "compact.yaml").write_text(TINY_COMPACT)
     config = tmp_path / "train.yaml"
     config.write_text(f"""recipe: instantrestore
@@ -409,6 +409,12 @@ checkpoint_every: 1
 optim: {{lr_g: 0.001, betas: [0.9, 0.999], grad_clip: 1.0}}
 losses: {{ms_ssim: 1.0, lpips: 5.0, lpips_fallback_l1: 5.0}}
 """)
+    return config
+
+
+def test_compact_two_stages_blind_then_cached_references_resume_exactly(tmp_path: Path, tiny_data: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    config = _tiny_compact_blind_config(tmp_path, tiny_data)
     blind = train_main(str(config), [])
     stage2 = [f"model.overrides={{pretrained: {blind}}}", "data.num_refs=2", "cache_reference_features=true",
               "losses.landmark=1.0", "reference_dropout=0.3", "steps=3"]
@@ -445,19 +451,7 @@ def test_init_from_continues_an_exported_model(tmp_path: Path, tiny_data: Path):
     at learning rate 0 the export comes out unchanged; a model of another shape is a one-line error."""
     from instantrestore.models.instantrestore import InstantRestoreModel
 
-    (tmp_path / "compact.yaml").write_text(TINY_COMPACT)
-    config = tmp_path / "train.yaml"
-    config.write_text(f"""recipe: instantrestore
-model: {{config: compact.yaml, overrides: {{shared_attention: false}}}}
-data: {{data_dir: {tiny_data}, size: {SIZE}, preset: sr8, num_refs: 0, batch_size: 2, val_samples: 2}}
-out_dir: {tmp_path / 'trained'}
-steps: 2
-ema_decay: 0.0
-reference_dropout: 0.0
-val_every: 100
-optim: {{lr_g: 0.001, betas: [0.9, 0.999], grad_clip: 1.0, warmup_steps: 0}}
-losses: {{lpips: 5.0, lpips_fallback_l1: 5.0}}
-""")
+    config = _tiny_compact_blind_config(tmp_path, tiny_data)
     trained = train_main(str(config), [])
     frozen = ["steps=1", f"init_from={trained}", "optim.lr_g=0.0"]
     continued = train_main(str(config), frozen + [f"out_dir={tmp_path / 'continued'}"])

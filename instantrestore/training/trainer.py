@@ -275,8 +275,10 @@ def train(config: TrainConfig) -> Path:
 
     # model, via the recipe
     recipe = build_recipe(config)
+    checkpoint = out_dir / CHECKPOINT_DIR
+    resuming = config.resume and (checkpoint / "state.pt").is_file()
     generator = recipe.build_generator()
-    if config.init_from:
+    if config.init_from and not resuming:  # a checkpoint replaces the weights anyway
         recipe.start_from_exported(generator, config.init_from)
     generator = generator.to(device).train()
     discriminator = recipe.build_discriminator()
@@ -299,9 +301,8 @@ def train(config: TrainConfig) -> Path:
     rng = torch.Generator(device=device).manual_seed(config.seed + accelerator.process_index)
 
     # resume
-    checkpoint = out_dir / CHECKPOINT_DIR
     start_step, elapsed = 0, 0.0
-    if config.resume and (checkpoint / "state.pt").is_file():
+    if resuming:
         start_step, elapsed = load_checkpoint(checkpoint, generator, discriminator, ema, optimizers, rng, accelerator)
         if discriminator is not None and not (checkpoint / "discriminator.safetensors").is_file():
             recipe.notes.append("adversarial: on from here, with a fresh discriminator (none in the checkpoint)")

@@ -112,6 +112,26 @@ def test_detector_finds_the_frll_face(shared, backend):
         assert max(eye_left[1], eye_right[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
 
 
+def test_yunet_upscaled_level_finds_a_14_px_face(shared):
+    """A blurred 14-px face in a small photo: YuNet misses it at its own size, finds it at twice the size."""
+    photo = frll(shared, "021", "03")
+    clean_box = YuNetDetector().detect(photo)[0].box
+    scale = 14 / float(clean_box[2] - clean_box[0])
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((240, 320, 3), 110, np.uint8)
+    y0, x0 = (240 - small.shape[0]) // 2, (320 - small.shape[1]) // 2
+    canvas[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 1.0)
+    expected = clean_box * scale + np.array([x0, y0, x0, y0])
+
+    assert YuNetDetector(fine_side=0).detect(canvas) == []
+    faces = YuNetDetector().detect(canvas)
+    assert len(faces) == 1
+    inter = np.clip(np.minimum(faces[0].box[2:], expected[2:]) - np.maximum(faces[0].box[:2], expected[:2]), 0, None)
+    union = np.prod(faces[0].box[2:] - faces[0].box[:2]) + np.prod(expected[2:] - expected[:2]) - np.prod(inter)
+    assert np.prod(inter) / union > 0.7
+
+
 def test_yunet_weights_missing_or_wrong(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         YuNetDetector(tmp_path / "yunet_n_dynamic.onnx")

@@ -47,7 +47,8 @@ def val_photos(shared: Path) -> list[Path]:
 
 def small_degraded(rgb: np.ndarray, scale: float, blur: float, noise: float, jpeg: int,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The photo shrunk by `scale` on a grey canvas, degraded; and the (x, y) offset of the photo."""
+    """The RGB photo shrunk by `scale` on a grey canvas, degraded; and the (x, y) offset of the photo.
+    (cv2 codes the channels as BGR and decodes them back in the same order, so the result is RGB.)"""
     small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     canvas = np.full((*CANVAS, 3), 110, np.uint8)
     y0, x0 = (CANVAS[0] - small.shape[0]) // 2, (CANVAS[1] - small.shape[1]) // 2
@@ -85,7 +86,6 @@ def main() -> None:
             scale = width / float(target.box[2] - target.box[0])
             rng = np.random.default_rng(1000 * index + width)
             photo, offset = small_degraded(rgb, scale, args.blur, args.noise, args.jpeg, rng)
-            photo = np.ascontiguousarray(photo[..., ::-1])  # to RGB
             box, points = target.box * scale + np.tile(offset, 2), target.kps5 * scale + offset
             eye_distance = np.linalg.norm(points[1] - points[0])
             for name, detector in detectors.items():

@@ -132,6 +132,18 @@ def test_yunet_upscaled_level_finds_a_14_px_face(shared):
     assert np.prod(inter) / union > 0.7
 
 
+@pytest.mark.parametrize("view", ["03", "08"])
+def test_yunet_upscaled_level_adds_no_large_face(shared, view):
+    """At twice the size YuNet also scores 021's shirt collar as a face (0.61, a box larger than the face):
+    the fine level keeps only small boxes, so a large photo gets the same single face as without it."""
+    photo = frll(shared, "021", view)
+    without_fine = YuNetDetector(fine_side=0).detect(photo)
+    assert len(without_fine) == 1
+    with_fine = YuNetDetector().detect(photo)
+    assert len(with_fine) == 1
+    np.testing.assert_allclose(with_fine[0].box, without_fine[0].box, atol=1)
+
+
 def test_yunet_weights_missing_or_wrong(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         YuNetDetector(tmp_path / "yunet_n_dynamic.onnx")

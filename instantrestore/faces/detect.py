@@ -113,15 +113,18 @@ class YuNetDetector(FaceDetector):
     So it scans a pyramid, the photo (shrunk to `max_side`) and up to two halvings down to a short side
     of `min_side`, and merges the scales with non-maximum suppression. At the other end, blurred faces of
     16 px and less slip under its smallest anchors, so one finer level is scanned too: the photo at twice
-    its size, at most `fine_side` on its long side (0 turns the level off). Each input is padded
-    bottom/right (coordinates do not move) to multiples of 32, the network's largest stride.
+    its size, at most `fine_side` on its long side (0 turns the level off). That level keeps only boxes
+    under `fine_max_face` px in the photo: larger faces are found at the other levels, and what the
+    enlarged photo adds at that size is false (a shirt collar under an FRLL face, scored 0.61, above the
+    face itself). Each input is padded bottom/right (coordinates do not move) to multiples of 32, the
+    network's largest stride.
     """
 
     name = "yunet"
 
     def __init__(self, model_path: str | os.PathLike | None = None, score_threshold: float = 0.6,
                  nms_threshold: float = 0.3, max_side: int = 1280, min_side: int = 96, levels: int = 3,
-                 fine_side: int = 2560) -> None:
+                 fine_side: int = 2560, fine_max_face: int = 32) -> None:
         path = Path(model_path) if model_path is not None else default_yunet_path()
         check_yunet_weights(path)
         model = np.frombuffer(_static_yunet_bytes(str(path)), np.uint8)
@@ -129,7 +132,7 @@ class YuNetDetector(FaceDetector):
                                                   score_threshold, nms_threshold, 5000)
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.max_side, self.min_side, self.levels = max_side, min_side, levels
-        self.fine_side = fine_side
+        self.fine_side, self.fine_max_face = fine_side, fine_max_face
 
     def _detect_at(self, bgr: np.ndarray, scale: float) -> np.ndarray:
         """(N, 15) YuNet rows in photo coordinates for the photo resized by `scale`."""
@@ -151,10 +154,12 @@ class YuNetDetector(FaceDetector):
         scales = [scale]
         while len(scales) < self.levels and min(rgb.shape[:2]) * scales[-1] / 2 >= self.min_side:
             scales.append(scales[-1] / 2)
+        rows = [self._detect_at(bgr, s) for s in scales]
         fine = min(2.0, self.fine_side / max(rgb.shape[:2]))
         if fine > scale:
-            scales.insert(0, fine)
-        rows = np.concatenate([self._detect_at(bgr, s) for s in scales])
+            fine_rows = self._detect_at(bgr, fine)
+            rows.append(fine_rows[np.maximum(fine_rows[:, 2], fine_rows[:, 3]) < self.fine_max_face])
+        rows = np.concatenate(rows)
         keep = cv2.dnn.NMSBoxes(rows[:, :4].tolist(), rows[:, 14].tolist(), self.score_threshold,
                                 self.nms_threshold) if len(rows) else []
         faces = []

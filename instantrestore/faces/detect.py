@@ -115,8 +115,8 @@ class YuNetDetector(FaceDetector):
     16 px and less slip under its smallest anchors, so one finer level is scanned too: the photo at twice
     its size, at most `fine_side` on its long side (0 turns the level off). That level keeps only boxes
     under `fine_max_face` px in the photo: larger faces are found at the other levels, and what the
-    enlarged photo adds at that size is false (a shirt collar under an FRLL face, scored 0.61, above the
-    face itself). Each input is padded bottom/right (coordinates do not move) to multiples of 32, the
+    enlarged photo adds at that size is false (a shirt collar under an FRLL face, scored 0.61, in a box
+    larger than the face, so it came first). Each input is padded bottom/right (coordinates do not move) to multiples of 32, the
     network's largest stride.
     """
 

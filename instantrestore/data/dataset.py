@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset
 from instantrestore.data.prepare import load_index
 from instantrestore.degradations import DegradationPreset, apply_degradation, get_preset, sample_parameters
 from instantrestore.errors import ConfigError
+from instantrestore.faces.align import resize_face
 from instantrestore.imageio import read_image
 
 
@@ -33,7 +33,7 @@ class FaceRestorationDataset(Dataset):
     Args:
         data_dir:  a directory written by `prepare_dataset`.
         split:     "train", "val" (or another split of the manifest), or "all".
-        size:      side S of the returned images; crops are stored at 512 and resized with INTER_AREA.
+        size:      side S of the returned images; crops are stored at 512 and resized with `resize_face`.
         preset:    a degradation preset (name or object) or a list of them, one drawn per sample.
         num_refs:  K, references per sample; people with fewer other photos get a `reference_mask`.
         seed:      dataset seed, mixed into every sample's generator.
@@ -93,7 +93,7 @@ class FaceRestorationDataset(Dataset):
         if height == self.size:
             return image, landmarks
         scale = self.size / height
-        image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        image = resize_face(image, self.size)  # as the pipeline prepares references
         # Pixel centres sit at integer coordinates, so the scale acts about the -0.5 corner.
         return image, (landmarks + 0.5) * scale - 0.5
 

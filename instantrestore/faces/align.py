@@ -16,6 +16,11 @@ FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [25
 # from the crop's own extent, so the grey never reaches the output photo.
 BORDER_GREY_RGB = (132, 133, 135)
 
+# Reference photos are cut at this side (FFHQ's; `prepare-data` stores its training crops so), then brought to a
+# restorer's own size by `resize_face`, as its training references were: warping a sharp photo straight to a
+# 128-px crop aliases every face larger than that.
+ALIGN_SIZE = 512
+
 
 def ffhq_template(size: int = 512) -> np.ndarray:
     """The five-point FFHQ template for a `size` x `size` crop, (5, 2) float32."""
@@ -39,6 +44,14 @@ def align_face(rgb: np.ndarray, affine: np.ndarray, size: int = 512) -> np.ndarr
     """Warp the photo with `affine` into a `size` x `size` aligned crop (bilinear, grey outside the photo)."""
     return cv2.warpAffine(rgb, affine, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_GREY_RGB)
+
+
+def resize_face(image: np.ndarray, size: int) -> np.ndarray:
+    """A square crop at `size`: area-averaged down (as `FaceRestorationDataset` feeds training), bicubic up."""
+    if image.shape[0] == size:
+        return image.copy()
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 def transform_points(points: np.ndarray, affine: np.ndarray) -> np.ndarray:

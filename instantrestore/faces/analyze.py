@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from instantrestore.faces.align import align_face, estimate_alignment, ffhq_template, transform_points
+from instantrestore.faces.align import (ALIGN_SIZE, align_face, estimate_alignment, ffhq_template, resize_face,
+                                        transform_points)
 from instantrestore.faces.detect import DetectedFace, build_detector
 from instantrestore.faces.identity import IdentityModel, cosine_similarity
 from instantrestore.faces.landmarks import LandmarkPredictor, five_points_from_68
@@ -64,13 +64,6 @@ def hog_style_box(kps5: np.ndarray) -> np.ndarray:
     centre = kps5.mean(axis=0) - _HOG_CENTRE_RAISE * eye_to_mouth
     half = _HOG_SIDE_PER_EYE_MOUTH * np.linalg.norm(eye_to_mouth) / 2
     return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half], np.float32)
-
-
-def _resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
-        return image.copy()
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 class FaceAnalyzer:
@@ -129,15 +122,15 @@ class FaceAnalyzer:
                 continue
             faces = self.find_faces(image)
             if self.is_aligned_crop(image, faces):
-                chosen[index] = _resize_square(image, size)
+                chosen[index] = resize_face(image, size)
                 if not faces:
                     notes.append(f"reference {index + 1}: no face detected in a square image; used as an aligned crop")
             elif not faces:
                 notes.append(f"reference {index + 1}: no face found; skipped")
             elif len(faces) == 1:
-                chosen[index] = faces[0].align(image, size)[0]
+                chosen[index] = resize_face(faces[0].align(image, ALIGN_SIZE)[0], size)
             else:
-                candidates[index] = [face.align(image, size)[0] for face in faces]
+                candidates[index] = [resize_face(face.align(image, ALIGN_SIZE)[0], size) for face in faces]
 
         for index, crops in candidates.items():
             pick, reason = self._most_similar(crops, index, chosen, candidates, identity_model)

@@ -54,7 +54,7 @@ def _load_directory(path: Path, device: str | torch.device) -> Restorer:
 def load_restorer(name_or_path: str = "default", device: str | torch.device = "auto",
                   weights: str | None = None, bg_upsampler: str | BackgroundUpsampler = "auto",
                   bg_tile: int = DEFAULT_TILE, fidelity: float | None = None, detector: str = "default",
-                  identity_model_path: str | None = None) -> FaceRestorationPipeline:
+                  identity_model_path: str | None = None, detail_strength: float = 1.0) -> FaceRestorationPipeline:
     """A restorer by name (`default`, `instantrestore`, `gfpgan`, `gfpgan-v1.3`, `gfpgan-v1.4`, `bicubic`,
     `codeformer`, `restoreformer++`, `instantrestore-paper` or its hub id `hwdz15508/InstantRestore`, the
     ablations `instantrestore-paper-*`) or by path (a `save_pretrained` directory, an official GFP-GAN `.pth`,
@@ -69,8 +69,11 @@ def load_restorer(name_or_path: str = "default", device: str | torch.device = "a
     `realesrgan-x2`/`-x4`, a path, or a BackgroundUpsampler;
     it runs in tiles of `bg_tile` pixels (0: whole photos at once). It is loaded on first use.
     `detector` and `identity_model_path` (an ArcFace ONNX file) choose the pipeline's face detector and
-    identity model; both load on first use.
+    identity model; both load on first use. `detail_strength` weighs the reference-detail stage after the
+    restorer (0: the restorer's output alone; 1: full detail from the references and from large inputs).
     """
+    if not 0 <= detail_strength <= 1:
+        raise ConfigError(f"detail strength must be in [0, 1], got {detail_strength}")
     if name_or_path in ZOO_MODELS or _is_zoo_checkpoint(name_or_path):
         restorer = load_zoo_restorer(name_or_path, weights, fidelity, device=device)
     elif fidelity is not None:
@@ -78,7 +81,7 @@ def load_restorer(name_or_path: str = "default", device: str | torch.device = "a
     else:
         restorer = _build_restorer(name_or_path, device, weights)
     return FaceRestorationPipeline(restorer, detector=detector, identity_model_path=identity_model_path,
-                                   bg_upsampler=bg_upsampler, bg_tile=bg_tile)
+                                   bg_upsampler=bg_upsampler, bg_tile=bg_tile, detail_strength=detail_strength)
 
 
 def _is_zoo_checkpoint(name_or_path: str) -> bool:

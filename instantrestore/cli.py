@@ -79,7 +79,7 @@ def _load(args: argparse.Namespace):
 
     return load_restorer(args.model, device=args.device, weights=args.weights, bg_upsampler=args.bg_upsampler,
                          bg_tile=args.bg_tile, fidelity=args.fidelity, identity_model_path=args.identity_model,
-                         detector=args.detector)
+                         detector=args.detector, detail_strength=args.detail_strength)
 
 
 def _read_references(files: list[Path]) -> tuple[list, list[str]]:
@@ -121,6 +121,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not inputs:
         raise UsageError("no input images")
     _at_least("--num-refs", args.num_refs, 0)
+    if not 0 <= args.detail_strength <= 1:
+        raise UsageError(f"--detail-strength {args.detail_strength}: expected a number from 0 to 1")
     _at_least("--upscale", args.upscale, 1)
     _at_least("--bg-tile", args.bg_tile, 0)
     if args.ext != "auto" and not is_image_path(Path(f"output.{args.ext}")):
@@ -194,9 +196,9 @@ def _restore_one(path: Path, restorer, cache, args, out: Path, input_set: set[Pa
         raise FileExistsError(f"{path}: output {whole_path} exists; pass --overwrite to replace it")
 
     if args.aligned:
-        restored = restorer.restore_face(rgb, refs=cache, seed=args.seed)
-        crops, faces, whole = [rgb], [restored], restored
-        identity = restorer.identity_to_references([restored], cache)
+        restored, weights = restorer.restore_faces_with_weights([rgb], refs=cache, seed=args.seed)
+        crops, faces, whole = [rgb], restored, restored[0]
+        identity = restorer.identity_to_references(restored, cache)
         warnings: list[str] = []
     else:
         result = restorer.restore(rgb, refs=cache, seed=args.seed, only_center_face=args.only_center_face,
@@ -204,6 +206,7 @@ def _restore_one(path: Path, restorer, cache, args, out: Path, input_set: set[Pa
         crops = [face.cropped for face in result.faces]
         faces = [face.restored for face in result.faces]
         identity = [face.identity for face in result.faces]
+        weights = [face.reference_weights for face in result.faces]
         whole, warnings = result.image, result.warnings
 
     outputs = []
@@ -212,6 +215,7 @@ def _restore_one(path: Path, restorer, cache, args, out: Path, input_set: set[Pa
         outputs.append(write_image(out / "restored_faces" / f"{path.stem}_{k}.png", face, args.overwrite))
     outputs.append(write_image(whole_path, whole, args.overwrite))
     return {"faces": len(faces), "identity": [None if s is None else round(s, 4) for s in identity],
+            "reference_weights": weights,
             "outputs": [str(p) for p in outputs], "warnings": warnings}
 
 
@@ -315,7 +319,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
     model = load_identity_model(args.identity_model)
     analyzer = FaceAnalyzer(detector=args.detector)
     ref_paths = [Path(args.b)] if args.b else _reference_files(args.refs)
-    query_crops, notes = analyzer.reference_crops([read_image(args.a)], 512, model)
+    query_crops, notes = analyzer.reference_crops([read_image(args.a)], model)
     if not query_crops:
         raise InstantRestoreError(f"{args.a}: no face found")
     if args.b:
@@ -324,7 +328,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
         ref_images, read_warnings = _read_references(ref_paths)
         for warning in read_warnings:
             print(warning, file=sys.stderr)
-    ref_crops, ref_notes = analyzer.reference_crops(ref_images, 512, model)
+    ref_crops, ref_notes = analyzer.reference_crops(ref_images, model)
     if not ref_crops:
         raise InstantRestoreError("no face found in the references")
     for note in notes + ref_notes:
@@ -402,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--refs", nargs="+", default=None, help="reference photos of the same person (files or a directory)")
     p.add_argument("--num-refs", type=int, default=4, help="use up to K references; 0 restores blind")
+    p.add_argument("--detail-strength", type=float, default=1.0, metavar="S",
+                   help="full-resolution detail from the references (and from a large input face itself), after "
+                        "the restorer: 0 = the restorer's output alone, 1 = full (default)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     p.add_argument("--only-center-face", action="store_true")
     p.add_argument("-s", "--upscale", type=int, default=1, help="upscale factor of the whole photo")

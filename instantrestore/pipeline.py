@@ -21,9 +21,11 @@ import torch
 from PIL import Image
 
 from instantrestore.errors import NoFaceError, WeightsError
+from instantrestore.faces.align import resize_face
 from instantrestore.imageio import to_rgb_array
 from instantrestore.models.base import Restorer
 from instantrestore.models.upsampler import AUTO_UPSAMPLER, DEFAULT_TILE, BackgroundUpsampler, load_upsampler
+from instantrestore.reference_detail import DETAIL_SIZE, ReferenceDetailStage, landmarks_of_aligned
 from instantrestore.references import ReferenceCache
 
 if TYPE_CHECKING:  # built on first use
@@ -57,6 +59,7 @@ class RestoredFace:
     cropped: np.ndarray        # aligned input crop, uint8
     restored: np.ndarray       # restored crop, uint8
     identity: float | None     # cosine similarity to the references (None without references)
+    reference_weights: list[float] | None = None  # each reference's share in the face's detail (None: none given)
 
 
 @dataclass
@@ -77,17 +80,22 @@ class FaceRestorationPipeline:
                              (Lanczos, the measured best of what ships), "none" (Lanczos), a name or path, or
                              a BackgroundUpsampler; loaded on first use.
         bg_tile:             its tile side in input pixels (0: whole photos at once).
+        detail_strength:     the reference-detail stage (reference_detail.py) after the restorer: 0 is the
+                             restorer's output alone, 1 the full detail of the references and of a large input.
     """
 
     def __init__(self, restorer: Restorer, detector: str = "default", identity_model_path: str | None = None,
-                 bg_upsampler: str | BackgroundUpsampler = "auto", bg_tile: int = DEFAULT_TILE) -> None:
+                 bg_upsampler: str | BackgroundUpsampler = "auto", bg_tile: int = DEFAULT_TILE,
+                 detail_strength: float = 1.0) -> None:
         self.restorer = restorer
+        self.detail_strength = detail_strength
         self.detector = detector
         self.identity_model_path = identity_model_path
         self.bg_upsampler = bg_upsampler
         self.bg_tile = bg_tile
         self._analyzer: FaceAnalyzer | None = None
         self._identity: IdentityModel | None = None
+        self._detail_stage: ReferenceDetailStage | None = None
         self._loaded_upsamplers: dict[str, BackgroundUpsampler | None] = {}
 
     # the restorer's description, read through
@@ -115,6 +123,12 @@ class FaceRestorationPipeline:
             self._identity = load_identity_model(self.identity_model_path)
         return self._identity
 
+    @property
+    def detail_stage(self) -> ReferenceDetailStage:
+        if self._detail_stage is None:
+            self._detail_stage = ReferenceDetailStage()
+        return self._detail_stage
+
     # ----------------------------------------------------------------- references
     def encode_references(self, images: Sequence[ImageLike] | ReferenceCache | None,
                           num_refs: int | None = None) -> ReferenceCache:
@@ -122,20 +136,23 @@ class FaceRestorationPipeline:
         if isinstance(images, ReferenceCache):
             return images
         images = [] if images is None else [to_rgb_array(image) for image in images]
-        faces, notes = self.analyzer.reference_crops(images, self.face_size, self.identity_model)
+        crops, notes = self.analyzer.reference_crops(images, self.identity_model)
         if num_refs is not None:
-            faces = faces[:num_refs]
-        if not faces:
+            crops = crops[:num_refs]
+        if not crops:
             empty = ReferenceCache.empty(self.face_size, self.model_id)
             empty.notes = notes  # why no reference was usable
             return empty
+        faces = [resize_face(crop, self.face_size) for crop in crops]
+        detail_crops = [resize_face(crop, DETAIL_SIZE) for crop in crops]
         identity = self.identity_model.embed(faces)
         features = {}
         if self.uses_references:
             with torch.no_grad():
                 features = self.restorer.reference_features(faces_to_tensor(faces).to(self.device))
-        return ReferenceCache(faces=np.stack(faces), identity=identity, features=features,
-                              model_id=self.model_id, notes=notes)
+        landmarks = np.stack([landmarks_of_aligned(self.detail_stage.predictor, crop) for crop in detail_crops])
+        return ReferenceCache(faces=np.stack(faces), identity=identity, features=features, model_id=self.model_id,
+                              notes=notes, crops=np.stack(detail_crops), landmarks=landmarks)
 
     def reference_cache(self, refs: Sequence[ImageLike] | ReferenceCache | None) -> ReferenceCache | None:
         """`refs` (images, a cache or None) as a cache this restorer can use; None when there is nothing."""
@@ -156,28 +173,77 @@ class FaceRestorationPipeline:
 
     # ----------------------------------------------------------------- aligned faces
     def restore_faces(self, crops: Sequence[np.ndarray], refs: Sequence[ImageLike] | ReferenceCache | None = None,
-                      seed: int | None = None) -> list[np.ndarray]:
-        """Restore aligned crops (any square size; resized to `face_size` and back)."""
-        return self._restore_crops(crops, self.reference_cache(refs), seed)
+                      seed: int | None = None, detail_strength: float | None = None) -> list[np.ndarray]:
+        """Restore aligned crops (any square size; resized to `face_size` and back, with the detail stage
+        at 512 px when it applies). `detail_strength` overrides the pipeline's for this call."""
+        return self.restore_faces_with_weights(crops, refs, seed, detail_strength)[0]
+
+    def restore_faces_with_weights(self, crops: Sequence[np.ndarray],
+                                   refs: Sequence[ImageLike] | ReferenceCache | None = None, seed: int | None = None,
+                                   detail_strength: float | None = None
+                                   ) -> tuple[list[np.ndarray], list[list[float] | None]]:
+        """`restore_faces`, and for each face the share of each reference in its detail (None without
+        references): 0 for a reference not used (a stranger's, or one that fits the face nowhere)."""
+        inputs = [to_rgb_array(crop) for crop in crops]
+        return self._restore_crops(inputs, [crop.shape[0] for crop in inputs], self.reference_cache(refs), seed,
+                                   detail_strength)
 
     def restore_face(self, aligned_face: ImageLike, refs: Sequence[ImageLike] | ReferenceCache | None = None,
-                     seed: int | None = None) -> np.ndarray:
-        return self.restore_faces([to_rgb_array(aligned_face)], refs, seed)[0]
+                     seed: int | None = None, detail_strength: float | None = None) -> np.ndarray:
+        return self.restore_faces([to_rgb_array(aligned_face)], refs, seed, detail_strength)[0]
 
-    def _restore_crops(self, crops: Sequence[np.ndarray], cache: ReferenceCache | None,
-                       seed: int | None) -> list[np.ndarray]:
+    def _adds_detail(self, input_size: int, cache: ReferenceCache | None, strength: float) -> bool:
+        """Whether the detail stage runs on a face: references with full-resolution crops, or an input face
+        larger than the restorer's size (whose own finer detail the restorer cannot draw)."""
+        has_crops = cache is not None and cache.crops is not None
+        return strength > 0 and (has_crops or input_size > self.face_size)
+
+    def _restore_crops(self, crops: Sequence[np.ndarray], input_sizes: Sequence[int], cache: ReferenceCache | None,
+                       seed: int | None, detail_strength: float | None
+                       ) -> tuple[list[np.ndarray], list[list[float] | None]]:
+        """(restored crops at their sizes, each face's reference weights or None). `input_sizes`: the side in
+        photo pixels each crop was cut from (its own size for an aligned crop)."""
         size = self.face_size
-        sizes = [crop.shape[0] for crop in crops]
-        inputs = [to_rgb_array(crop) for crop in crops]
+        strength = self.detail_strength if detail_strength is None else detail_strength
         inputs = [crop if crop.shape[0] == size else
-                  np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC)) for crop in inputs]
+                  np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC)) for crop in crops]
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         features = cache.features if cache is not None and self.uses_references else None
         with torch.no_grad():
-            out = self.restorer.restore_tensor(faces_to_tensor(inputs).to(self.device), features, generator)
-        return [face if crop_size == size else
-                np.asarray(Image.fromarray(face).resize((crop_size, crop_size), Image.BICUBIC))
-                for face, crop_size in zip(tensor_to_faces(out), sizes)]
+            out = tensor_to_faces(self.restorer.restore_tensor(faces_to_tensor(inputs).to(self.device), features,
+                                                               generator))
+        restored, weights = [], []
+        for crop, face, input_size in zip(crops, out, input_sizes):
+            crop_size = crop.shape[0]
+            if not self._adds_detail(input_size, cache, strength):
+                restored.append(face if crop_size == size else
+                                np.asarray(Image.fromarray(face).resize((crop_size, crop_size), Image.BICUBIC)))
+                weights.append(None)
+                continue
+            base = np.asarray(Image.fromarray(face).resize((DETAIL_SIZE, DETAIL_SIZE), Image.BICUBIC))
+            trust = self._reference_trust(cache, face)
+            usable = None if trust is None else trust > 0
+            detailed, used = self.detail_stage(
+                base, resize_face(crop, DETAIL_SIZE), input_size, size,
+                *((None, None, None) if usable is None else (cache.crops[usable], cache.landmarks[usable], trust[usable])),
+                strength=strength)
+            restored.append(resize_face(detailed, crop_size))
+            if usable is None:
+                weights.append(None)
+            else:
+                shares = np.zeros(len(usable))
+                shares[usable] = 0 if used is None else used
+                weights.append([round(float(share), 3) for share in shares])
+        return restored, weights
+
+    def _reference_trust(self, cache: ReferenceCache | None, restored: np.ndarray) -> np.ndarray | None:
+        """(K,) weight in [0, 1] of each reference for this face by identity: a stranger's references get none
+        (`IdentityModel.reference_weights`); None without full-resolution references."""
+        if cache is None or cache.crops is None or not len(cache):
+            return None
+        if cache.identity is None:
+            return np.ones(len(cache))
+        return self.identity_model.reference_weights(cache.identity @ self.identity_model.embed([restored])[0])
 
     # ----------------------------------------------------------------- whole photos
     def background_upsampler(self, upscale: int, choice: str | BackgroundUpsampler | None = None
@@ -196,8 +262,8 @@ class FaceRestorationPipeline:
 
     def restore(self, image: ImageLike, refs: Sequence[ImageLike] | ReferenceCache | None = None,
                 seed: int | None = None, only_center_face: bool = False, upscale: int = 1,
-                alpha: np.ndarray | None = None, bg_upsampler: str | BackgroundUpsampler | None = None
-                ) -> RestoreResult:
+                alpha: np.ndarray | None = None, bg_upsampler: str | BackgroundUpsampler | None = None,
+                detail_strength: float | None = None) -> RestoreResult:
         """Detect, align, restore each face with the references, paste back into the whole photo.
 
         With `upscale` > 1 the background is upscaled by `bg_upsampler` (default: `self.bg_upsampler`,
@@ -210,15 +276,19 @@ class FaceRestorationPipeline:
         found = self.analyzer.find_faces(rgb, only_center_face=only_center_face)
         if not found:
             raise NoFaceError("no face found")
-        aligned = [face.align(rgb, self.face_size) for face in found]
-        restored = self._restore_crops([crop for crop, _ in aligned], cache, seed)
+        strength = self.detail_strength if detail_strength is None else detail_strength
+        # a face is cut at 512 px when the detail stage will draw on it, else at the restorer's size as before
+        input_sizes = [face.side_in_photo() for face in found]
+        aligned = [face.align(rgb, DETAIL_SIZE if self._adds_detail(side, cache, strength) else self.face_size)
+                   for face, side in zip(found, input_sizes)]
+        restored, weights = self._restore_crops([crop for crop, _ in aligned], input_sizes, cache, seed, strength)
         identities = self.identity_to_references(restored, cache)
         upsampler = self.background_upsampler(upscale, bg_upsampler)
         background = None if upsampler is None else upsampler.upsample(rgb, upscale)
         result = RestoreResult(image=paste_back(rgb, restored, [affine for _, affine in aligned], upscale, alpha,
                                                 background))
-        for face, (crop, affine), out, identity in zip(found, aligned, restored, identities):
-            result.faces.append(RestoredFace(face.box, affine, crop, out, identity))
+        for face, (crop, affine), out, identity, shares in zip(found, aligned, restored, identities, weights):
+            result.faces.append(RestoredFace(face.box, affine, crop, out, identity, shares))
             if identity is None:  # blind: the identity model is not needed
                 continue
             threshold = self.identity_model.same_person_threshold

@@ -24,6 +24,9 @@ class ReferenceCache:
     """Aligned reference faces plus what a restorer derived from them.
 
     faces:    (K, S, S, 3) uint8 RGB aligned crops, S = the restorer's face size.
+    crops:    (K, 512, 512, 3) uint8 RGB aligned crops at full resolution, for the reference-detail stage,
+              or None (a cache saved before the stage existed).
+    landmarks: (K, 68, 2) float32 landmarks of `crops`, or None.
     identity: (K, D) float32 unit descriptors for the identity score, or None.
     features: model-specific tensors by name (InstantRestore: the self-attention keys and values of
               each up-block layer); empty for restorers that do not use references.
@@ -35,6 +38,8 @@ class ReferenceCache:
     identity: np.ndarray | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     model_id: str = ""
+    crops: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -49,6 +54,9 @@ class ReferenceCache:
         tensors = {"faces": torch.from_numpy(np.ascontiguousarray(self.faces))}
         if self.identity is not None:
             tensors["identity"] = torch.from_numpy(np.ascontiguousarray(self.identity, dtype=np.float32))
+        if self.crops is not None:
+            tensors["crops"] = torch.from_numpy(np.ascontiguousarray(self.crops))
+            tensors["landmarks"] = torch.from_numpy(np.ascontiguousarray(self.landmarks, dtype=np.float32))
         for name, value in self.features.items():
             tensors[_FEATURE_PREFIX + name] = value.detach().cpu().contiguous()
         metadata = {"format": str(_FORMAT_VERSION), "model_id": self.model_id, "notes": json.dumps(self.notes)}
@@ -72,6 +80,8 @@ class ReferenceCache:
         return cls(
             faces=tensors["faces"].numpy(),
             identity=identity,
+            crops=tensors["crops"].numpy() if "crops" in tensors else None,
+            landmarks=tensors["landmarks"].numpy() if "landmarks" in tensors else None,
             features=features,
             model_id=metadata.get("model_id", ""),
             notes=json.loads(metadata.get("notes", "[]")),

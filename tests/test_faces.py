@@ -235,17 +235,17 @@ def test_reference_crops_aligned_crop_and_whole_photo(shared, face_analyzer, fac
     tiny = cv2.resize(aligned, (32, 32), interpolation=cv2.INTER_AREA)
     faceless_square = np.full((128, 128, 3), 90, np.uint8)
 
-    crops, notes = face_analyzer.reference_crops([aligned, photo, faceless, tiny], 256, face_identity)
+    crops, notes = face_analyzer.reference_crops([aligned, photo, faceless, tiny], face_identity)
 
-    assert len(crops) == 2 and all(crop.shape == (256, 256, 3) for crop in crops)
-    np.testing.assert_array_equal(crops[0], cv2.resize(aligned, (256, 256), interpolation=cv2.INTER_AREA))
-    # a whole photo's face is cut at 512 and area-averaged down, as the training crops were, not warped to 256
-    expected = resize_face(face_analyzer.find_faces(photo)[0].align(photo, ALIGN_SIZE)[0], 256)
-    np.testing.assert_array_equal(crops[1], expected)
+    assert len(crops) == 2
+    # full resolution: an aligned crop as it is, a whole photo's face cut at 512 (a model's size comes later,
+    # area-averaged as the training crops were, not warped straight to it)
+    np.testing.assert_array_equal(crops[0], aligned)
+    np.testing.assert_array_equal(crops[1], face_analyzer.find_faces(photo)[0].align(photo, ALIGN_SIZE)[0])
     assert notes == ["reference 3: no face found; skipped",
                      "reference 4: 32x32 is too small to guide a restoration (under 64 px); skipped"]
     # A square image without a detectable face may be a degraded aligned crop: used, and said so.
-    crops, notes = face_analyzer.reference_crops([faceless_square], 256, face_identity)
+    crops, notes = face_analyzer.reference_crops([faceless_square], face_identity)
     assert len(crops) == 1 and "no face detected in a square image" in notes[0]
 
 
@@ -253,7 +253,7 @@ def test_reference_crops_group_photo_takes_the_matching_face(shared, face_analyz
     group = np.concatenate([frll(shared, "001", "03", 384), frll(shared, "002", "03", 384)], axis=1)
     other_photo_of_002 = frll(shared, "002", "08", 384)
 
-    crops, notes = face_analyzer.reference_crops([group, other_photo_of_002], 256, face_identity)
+    crops, notes = face_analyzer.reference_crops([group, other_photo_of_002], face_identity)
 
     assert len(crops) == 2
     expected = face_analyzer.find_faces(group[:, 384:])[0].align(group[:, 384:], 256)[0]

@@ -397,9 +397,15 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def _load(name: str, device: str) -> FaceRestorationPipeline:
+    """A model by name or path; `NAME:detail=S` sets its detail strength (`default:detail=0`: the restorer alone)."""
     import instantrestore
 
-    return instantrestore.load_restorer(name, device=device)
+    name, _, strength = name.partition(":detail=")
+    try:
+        detail_strength = float(strength) if strength else 1.0
+    except ValueError:
+        raise ConfigError(f"{name}:detail={strength}: the detail strength must be a number in [0, 1]") from None
+    return instantrestore.load_restorer(name, device=device, detail_strength=detail_strength)
 
 
 def _uses_references(method: str, restorer: FaceRestorationPipeline | None, out: Path, preset: str,

@@ -47,6 +47,11 @@ class Face:
     def area(self) -> float:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
+    def side_in_photo(self) -> int:
+        """The side, in photo pixels, of the region an aligned crop of this face covers."""
+        affine = estimate_alignment(self.kps5, ALIGN_SIZE)
+        return int(round(ALIGN_SIZE / np.sqrt(abs(np.linalg.det(affine[:, :2])))))
+
     def align(self, rgb: np.ndarray, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """(aligned `size` x `size` crop, (2, 3) photo -> crop affine)."""
         affine = estimate_alignment(self.kps5, size)
@@ -104,12 +109,13 @@ class FaceAnalyzer:
         return any(np.linalg.norm(face.kps5 - template, axis=1).mean() < _ALIGNED_TOLERANCE * side
                    for face in faces)
 
-    def reference_crops(self, images: list[np.ndarray], size: int,
+    def reference_crops(self, images: list[np.ndarray],
                         identity_model: IdentityModel) -> tuple[list[np.ndarray], list[str]]:
-        """Aligned `size` crops of the references, in their order, and notes on what was chosen or skipped.
+        """Aligned crops of the references at full resolution, in their order, and notes on what was chosen or
+        skipped; bring them to a model's size with `resize_face`.
 
-        Each reference is an aligned crop (resized) or a whole photo (its face aligned). When a photo has
-        several faces, the one most similar to the other references is used.
+        Each reference is an aligned crop (kept as it is) or a whole photo (its face aligned at `ALIGN_SIZE`).
+        When a photo has several faces, the one most similar to the other references is used.
         """
         notes: list[str] = []
         chosen: dict[int, np.ndarray] = {}
@@ -122,15 +128,15 @@ class FaceAnalyzer:
                 continue
             faces = self.find_faces(image)
             if self.is_aligned_crop(image, faces):
-                chosen[index] = resize_face(image, size)
+                chosen[index] = image
                 if not faces:
                     notes.append(f"reference {index + 1}: no face detected in a square image; used as an aligned crop")
             elif not faces:
                 notes.append(f"reference {index + 1}: no face found; skipped")
             elif len(faces) == 1:
-                chosen[index] = resize_face(faces[0].align(image, ALIGN_SIZE)[0], size)
+                chosen[index] = faces[0].align(image, ALIGN_SIZE)[0]
             else:
-                candidates[index] = [resize_face(face.align(image, ALIGN_SIZE)[0], size) for face in faces]
+                candidates[index] = [face.align(image, ALIGN_SIZE)[0] for face in faces]
 
         for index, crops in candidates.items():
             pick, reason = self._most_similar(crops, index, chosen, candidates, identity_model)

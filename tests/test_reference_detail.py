@@ -1,0 +1,159 @@
+"""The dense warp of references onto a face and the reference-detail stage after the restorer."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from instantrestore.faces.align import resize_face
+from instantrestore.faces.identity import DlibIdentity
+from instantrestore.faces.warp import PiecewiseAffineWarp, sample
+from instantrestore.imageio import read_image
+from instantrestore.reference_detail import (DETAIL_SIZE, DetailSettings, ReferenceDetailStage, landmark_hull,
+                                             landmarks_of_aligned)
+from instantrestore.references import ReferenceCache
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def face_landmarks(shared):
+    """68 landmarks of a real aligned face at SIZE."""
+    from instantrestore.faces.landmarks import LandmarkPredictor
+
+    crop = read_image(shared / "data/real-lq/cropped_faces/Adele_crop.png")
+    return landmarks_of_aligned(LandmarkPredictor(), resize_face(crop, SIZE)).astype(np.float64)
+
+
+def _pixel_grid(size: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return np.stack([xs, ys], axis=-1)
+
+
+def test_warp_onto_the_same_landmarks_is_the_identity(face_landmarks):
+    warp = PiecewiseAffineWarp(face_landmarks, face_landmarks, SIZE)
+    np.testing.assert_allclose(warp.grid, _pixel_grid(SIZE), atol=1e-3)
+    assert np.abs(warp.distortion).max() < 1e-4
+
+
+def test_warp_of_a_global_similarity_is_that_similarity(face_landmarks):
+    angle, scale, shift = np.deg2rad(5), 1.1, np.array([7.0, -4.0])
+    linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    reference = face_landmarks @ linear.T + shift
+    warp = PiecewiseAffineWarp(face_landmarks, reference, SIZE)
+    expected = _pixel_grid(SIZE) @ linear.T.astype(np.float32) + shift.astype(np.float32)
+    np.testing.assert_allclose(warp.grid, expected, atol=1e-2)
+    assert np.abs(warp.distortion).max() < 1e-3  # a similarity bends no triangle
+
+
+def test_folded_triangles_get_infinite_distortion(face_landmarks):
+    reference = face_landmarks.copy()
+    reference[[48, 54]] = reference[[54, 48]]  # mouth corners swapped: the mouth's triangles flip
+    warp = PiecewiseAffineWarp(face_landmarks, reference, SIZE)
+    folded = np.argwhere(np.isinf(warp.distortion))[:, ::-1]  # (x, y)
+    assert len(folded)
+    # only around the mouth: the rest of the face and the border keep finite, small bends
+    nose_to_chin = face_landmarks[8, 1] - face_landmarks[33, 1]
+    assert np.all(np.linalg.norm(folded - face_landmarks[48:68].mean(0), axis=1) < 1.5 * nose_to_chin)
+    assert np.all(np.isfinite(warp.distortion[:, :20])) and warp.distortion[:, :20].max() < 1e-3
+
+
+def test_sample_with_the_pixel_grid_returns_the_image():
+    image = torch.rand(2, 3, 32, 32)
+    grid = torch.from_numpy(_pixel_grid(32))[None].repeat(2, 1, 1, 1)
+    torch.testing.assert_close(sample(image, grid), image, atol=1e-5, rtol=0)
+    shifted = sample(image, grid + torch.tensor([1.0, 0.0]))  # read one pixel to the right
+    torch.testing.assert_close(shifted[..., :-1], image[..., 1:], atol=1e-5, rtol=0)
+    assert shifted[..., -1].abs().max() == 0  # outside the image: zeros, counted as "no pixels" by the stage
+
+
+# ------------------------------------------------------------------------------------------- the stage
+@pytest.fixture(scope="module")
+def stage():
+    return ReferenceDetailStage()
+
+
+@pytest.fixture(scope="module")
+def sharp_face(shared):
+    """A clean FRLL photo's face (about 600 px in the photo) cut at 512."""
+    from instantrestore.faces import FaceAnalyzer
+
+    photo = read_image(shared / "data/frll/images/001/001_03.jpg")
+    return FaceAnalyzer().find_faces(photo)[0].align(photo, DETAIL_SIZE)[0]
+
+
+def test_strength_zero_and_a_small_face_without_references_return_the_base(stage, sharp_face):
+    base = resize_face(resize_face(sharp_face, 128), DETAIL_SIZE)
+    same, used = stage(base, sharp_face, DETAIL_SIZE, 128, strength=0)
+    assert same is base and used is None
+    out, used = stage(base, sharp_face, 128, 128)  # a crop cut from 128 photo pixels has no finer band
+    np.testing.assert_array_equal(out, base)
+    assert used is None
+
+
+def test_a_sharp_large_face_keeps_its_own_detail(stage, sharp_face):
+    """A restorer that returns its 128-px input unchanged: the stage gives back the 512-px face's detail."""
+    base = cv2.resize(resize_face(sharp_face, 128), (DETAIL_SIZE, DETAIL_SIZE), interpolation=cv2.INTER_CUBIC)
+    out, _ = stage(base, sharp_face, DETAIL_SIZE, 128)
+    error = lambda image: np.abs(image.astype(np.float32) - sharp_face).mean()
+    assert error(out) < 0.5 * error(base)
+
+
+def test_a_noisy_large_face_does_not_get_its_noise_back(stage, sharp_face):
+    """Noise is not detail: on a noisy face restored clean, most of the noise is not added back."""
+    rng = np.random.default_rng(0)
+    noisy = np.clip(sharp_face + rng.normal(0, 12, sharp_face.shape), 0, 255).astype(np.uint8)
+    clean_base = cv2.GaussianBlur(sharp_face, (0, 0), 1.5)
+    change, _ = stage.own_detail(noisy, clean_base)
+    noise_band = (noisy.astype(np.float32) - sharp_face) - cv2.GaussianBlur(noisy.astype(np.float32) - sharp_face,
+                                                                            (0, 0), stage.settings.own_sigma)
+    assert np.abs(change).mean() < 0.3 * np.abs(noise_band).mean()
+
+
+def test_a_blurred_input_changes_nothing(stage, sharp_face):
+    blurred = cv2.GaussianBlur(sharp_face, (0, 0), 3)
+    change, weight = stage.own_detail(blurred, sharp_face)  # the restoration is sharper than its input
+    assert np.abs(change).mean() < 0.05 and weight.mean() < 0.01
+
+
+def test_untrained_transfer_is_the_mean_high_pass_inside_the_hull(sharp_face):
+    """With the gates open (no agreement or bend penalty, identity trust 1) the stage adds the mean of the
+    warped references' high-pass inside the feathered landmark hull: the untrained transfer."""
+    settings = DetailSettings(gates=False)
+    stage = ReferenceDetailStage(settings)
+    base = cv2.GaussianBlur(sharp_face, (0, 0), 3)
+    landmarks = landmarks_of_aligned(stage.predictor, base)
+    references = np.stack([sharp_face, np.ascontiguousarray(sharp_face[:, ::-1])])
+    reference_landmarks = np.stack([landmarks_of_aligned(stage.predictor, r) for r in references])
+    detail, used = stage.reference_detail(base, references, reference_landmarks)
+
+    high_pass = []
+    for reference, points in zip(references, reference_landmarks):
+        image = reference.astype(np.float32) / 255
+        band = (image - cv2.GaussianBlur(image, (0, 0), settings.detail_sigma, borderType=cv2.BORDER_REFLECT))
+        grid = torch.from_numpy(PiecewiseAffineWarp(landmarks, points, DETAIL_SIZE).grid)[None]
+        high_pass.append(sample(torch.from_numpy(band).permute(2, 0, 1)[None], grid)[0].mean(0).numpy())
+    hull = landmark_hull(landmarks, DETAIL_SIZE, settings.hull_feather)
+    expected = np.mean(high_pass, axis=0) * hull * 255
+    np.testing.assert_allclose(detail[..., 0], expected, atol=0.02)
+    assert used.shape == (2,) and np.all(used > 0.9)
+
+
+def test_stranger_weights():
+    model = DlibIdentity.__new__(DlibIdentity)  # thresholds only, no net
+    weights = model.reference_weights(np.array([0.5, model.stranger_threshold, 0.9, model.same_person_threshold, 1]))
+    np.testing.assert_allclose(weights, [0, 0, (0.9 - 0.85) / (0.925 - 0.85), 1, 1])
+
+
+def test_reference_cache_keeps_full_resolution_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    cache = ReferenceCache(faces=rng.integers(0, 255, (2, 16, 16, 3), np.uint8),
+                           crops=rng.integers(0, 255, (2, 64, 64, 3), np.uint8),
+                           landmarks=rng.random((2, 68, 2)).astype(np.float32))
+    loaded = ReferenceCache.load(cache.save(tmp_path / "refs.safetensors"))
+    np.testing.assert_array_equal(loaded.crops, cache.crops)
+    np.testing.assert_array_equal(loaded.landmarks, cache.landmarks)
+    old = ReferenceCache(faces=cache.faces)  # saved before the stage: no crops, the stage skips references
+    assert ReferenceCache.load(old.save(tmp_path / "old.safetensors")).crops is None

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from instantrestore.faces import FaceAnalyzer  # noqa: E402
-from instantrestore.faces.dlib_resnet import (CHIP_SIZE, SAME_PERSON_DISTANCE, DlibDescriptor,  # noqa: E402
-                                              DlibTorchIdentity)
+from instantrestore.faces.dlib_resnet import CHIP_SIZE, SAME_PERSON_DISTANCE, DlibDescriptor  # noqa: E402
+from instantrestore.faces.identity import DlibTorchIdentity  # noqa: E402
 from instantrestore.faces.landmarks import dlib_model_files  # noqa: E402
 from instantrestore.imageio import read_image  # noqa: E402
 

@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
-from instantrestore.faces.identity import DlibIdentity, IdentityModel
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "dlib_resnet" / "model.safetensors"
 CHIP_SIZE = 150
@@ -192,32 +191,3 @@ class DlibDescriptor(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) aligned crops -> (B, 128) raw dlib descriptors (not unit length)."""
         return self.network(self.chips(crops))
-
-
-class DlibTorchIdentity(IdentityModel):
-    """dlib's descriptor through this port, for scoring: no landmark search per crop (the chip is cut with
-    the fixed affine), batched, and the same network the identity loss trains with. It keeps dlib's cosine
-    threshold (`DlibIdentity`); scripts/fit_dlib_chip.py measures how often its verdicts match dlib's."""
-
-    name = "dlib-torch"
-    dim = 128
-    same_person_threshold = DlibIdentity.same_person_threshold
-    BATCH = 16
-
-    def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
-        self.descriptor = DlibDescriptor(weights_path, input_range=(0.0, 255.0))
-
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        descriptors = [np.zeros((0, self.dim), np.float32)]
-        with torch.no_grad():
-            for start in range(0, len(crops), self.BATCH):
-                # crops of one call may differ in size: each goes to the working size on its own
-                batch = torch.cat([self.descriptor.to_working_size(_uint8_to_tensor(crop))
-                                   for crop in crops[start:start + self.BATCH]])
-                descriptors.append(F.normalize(self.descriptor(batch), dim=-1).numpy())
-        return np.concatenate(descriptors)
-
-
-def _uint8_to_tensor(crop: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> (1, 3, H, W) float in [0, 255]."""
-    return torch.from_numpy(np.ascontiguousarray(crop[..., :3])).permute(2, 0, 1)[None].float()

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
 from instantrestore.faces.align import ffhq_template
+from instantrestore.faces.dlib_resnet import DlibDescriptor, cut_chips, dlib_chip_theta, working_size
 from instantrestore.faces.landmarks import LandmarkPredictor, dlib_model_files
 from instantrestore.models.registry import weights_dir
 
@@ -207,8 +208,6 @@ class FaceResDescriptor(torch.nn.Module):
     runs with gradients. (B, 3, S, S) -> (B, 1024) raw descriptors."""
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        from instantrestore.faces.dlib_resnet import dlib_chip_theta, working_size  # imports this module
-
         super().__init__()
         self.graph = FaceResIdentity.load_graph(directory)  # no landmark predictor: the chip is fixed
         size, padding = FaceResIdentity.CHIP_SIZE, FaceResIdentity.CHIP_PADDING
@@ -217,8 +216,6 @@ class FaceResDescriptor(torch.nn.Module):
         self.working_size = working_size(size, padding)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        from instantrestore.faces.dlib_resnet import cut_chips
-
         crops = F.interpolate(crops.float(), size=(self.working_size, self.working_size), mode="bilinear",
                               align_corners=False, antialias=True) * 255
         chips = cut_chips(crops, self.theta, FaceResIdentity.CHIP_SIZE)
@@ -226,16 +223,39 @@ class FaceResDescriptor(torch.nn.Module):
         return self.graph(bgr.permute(0, 2, 3, 1), FaceResIdentity.OUTPUT_NODE)
 
 
-# The identity nets by name; `dlib-torch` (the differentiable port used as a training loss) joins here.
-def _dlib_torch() -> IdentityModel:
-    from instantrestore.faces.dlib_resnet import DlibTorchIdentity  # imports this module: import it late
+class DlibTorchIdentity(IdentityModel):
+    """dlib's descriptor through this port, for scoring: no landmark search per crop (the chip is cut with
+    the fixed affine), batched, and the same network the identity loss trains with. It keeps dlib's cosine
+    threshold (`DlibIdentity`); scripts/fit_dlib_chip.py measures how often its verdicts match dlib's."""
 
-    return DlibTorchIdentity()
+    name = "dlib-torch"
+    dim = 128
+    same_person_threshold = DlibIdentity.same_person_threshold
+    BATCH = 16
+
+    def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
+        self.descriptor = DlibDescriptor(weights_path, input_range=(0.0, 255.0))
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        descriptors = [np.zeros((0, self.dim), np.float32)]
+        with torch.no_grad():
+            for start in range(0, len(crops), self.BATCH):
+                # crops of one call may differ in size: each goes to the working size on its own
+                batch = torch.cat([self.descriptor.to_working_size(_uint8_to_tensor(crop))
+                                   for crop in crops[start:start + self.BATCH]])
+                descriptors.append(F.normalize(self.descriptor(batch), dim=-1).numpy())
+        return np.concatenate(descriptors)
 
 
+def _uint8_to_tensor(crop: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> (1, 3, H, W) float in [0, 255]."""
+    return torch.from_numpy(np.ascontiguousarray(crop[..., :3])).permute(2, 0, 1)[None].float()
+
+
+# The identity nets by name.
 IDENTITY_BACKENDS: dict[str, Callable[[], IdentityModel]] = {
     "dlib": DlibIdentity,
-    "dlib-torch": _dlib_torch,  # the identity loss's net: a score with it is not independent of training
+    "dlib-torch": DlibTorchIdentity,  # the identity loss's net: a score with it is not independent of training
     "faceres": FaceResIdentity,
 }
 DEFAULT_IDENTITY_MODEL = "dlib"

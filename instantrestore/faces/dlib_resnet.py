@@ -2,7 +2,7 @@
 
 The network is dlib's ResNet-29-like metric net (Davis King, 99.38% on LFW), as face-api.js describes it
 in its `FaceRecognitionNet`; the weights are the TF.js conversion that npm `@vladmandic/face-api` ships,
-turned into safetensors by `scripts/convert_faceapi_identity.py`. dlib's per-channel affine layer after
+turned into safetensors by `scripts/convert/convert_faceapi_identity.py`. dlib's per-channel affine layer after
 each convolution is folded into the convolution there, so every box below is a plain `nn.Conv2d`.
 
 Input: dlib's 150x150 RGB face chip (`dlib.get_face_chip(img, shape, size=150, padding=0.25)`).
@@ -107,7 +107,7 @@ def load_dlib_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
     path = Path(path) if path is not None else WEIGHTS_PATH
     if not path.is_file():
         raise WeightsError(f"{path}: dlib face descriptor weights not found "
-                           "(rebuild them with scripts/convert_faceapi_identity.py)")
+                           "(rebuild them with scripts/convert/convert_faceapi_identity.py)")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
@@ -127,7 +127,7 @@ def load_dlib_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
 # (pixel centres at integers, as in cv2 and dlib). dlib fits its chip to 51 of its 68 landmarks and we align
 # on five points, so the true map moves from face to face, most with the head's turn. This one is fitted by
 # least squares on real faces, not derived from dlib's template: FRLL train photos, frontal and
-# three-quarter (scripts/fit_dlib_chip.py, which also prints how far single faces stray).
+# three-quarter (scripts/measure/fit_dlib_chip.py, which also prints how far single faces stray).
 DLIB_CHIP_TO_CROP512 = np.array([[2.2142, 0.010434, 92.794], [-0.010434, 2.2142, 142.06]])
 
 

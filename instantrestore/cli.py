@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--detector", default="default", help="face detector: default (YuNet), dlib, or an .onnx path (YuNet or SCRFD)")
         p.add_argument("--identity-model", default=None, metavar="NAME|PATH",
                        help="identity net for the scores: dlib (default, offline), dlib-torch (its PyTorch "
-                            "port, the identity loss's net), faceres (fetched by `python scripts/fetch_faceres.py`), "
+                            "port, the identity loss's net), faceres (fetched by `python scripts/data/fetch_faceres.py`), "
                             "or an ArcFace .onnx file")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if model:

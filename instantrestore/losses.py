@@ -198,7 +198,7 @@ class IdentityLoss(torch.nn.Module):
     - "dlib-torch" (default): dlib's face recognition ResNet, ported to PyTorch and shipped in the package
       (`faces/dlib_resnet.py`), on dlib's 150-px chip cut from the crop with a fixed affine;
     - "faceres": HSE's faceres graph run with gradients (`faces/identity.FaceResDescriptor`), fetched by
-      `python scripts/fetch_faceres.py`, so that dlib, which did not train the model, can judge it;
+      `python scripts/data/fetch_faceres.py`, so that dlib, which did not train the model, can judge it;
     - an ArcFace ONNX file (insightface's `w600k_r50.onnx` format, 112x112 input in [-1, 1]), converted by
       `onnx2torch`, as the papers do.
     Off, with the reason, when its weights or the converter are missing.
@@ -224,7 +224,7 @@ class IdentityLoss(torch.nn.Module):
             if faceres_available():
                 self.network = FaceResDescriptor()
             else:
-                self.reason = "faceres weights are not fetched (python scripts/fetch_faceres.py)"
+                self.reason = "faceres weights are not fetched (python scripts/data/fetch_faceres.py)"
         else:
             self.name, self.model_name, self.arcface = f"arcface ({net})", "arcface", True
             if not Path(net).is_file():

@@ -100,7 +100,7 @@ def faceres_weights() -> Path:
     from instantrestore.faces.identity import FACERES_FETCH_COMMAND, faceres_available, faceres_dir
 
     if not faceres_available() and os.environ.get("INSTANTRESTORE_FETCH_FACERES") == "1":
-        done = subprocess.run([sys.executable, str(REPO / "scripts" / "fetch_faceres.py")], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "data" / "fetch_faceres.py")], capture_output=True, text=True)
         if done.returncode != 0:
             pytest.skip(f"faceres weights could not be fetched: {done.stderr.strip()}")
     if not faceres_available():

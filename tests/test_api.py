@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import instantrestore
-from instantrestore.errors import WeightsError
+from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.imageio import read_image
 from instantrestore.models.gfpgan import GFPGANv1Clean
 from instantrestore.models.gfpgan_restorer import GFPGANRestorer
@@ -103,3 +103,18 @@ def test_packaged_models_ship_small_and_restore(name, references, shared):
     network_alone = restorer.restore_face(face, refs=refs, seed=0, detail_strength=0)
     assert np.abs(network_alone.astype(int) - face.astype(int)).mean() > 1  # the network did something
 
+
+
+def test_every_name_is_one_row_of_the_model_table():
+    from instantrestore.api import MODELS, NAMES
+    from instantrestore.models.registry import PAPER_ALIASES, PAPER_CHECKPOINTS
+    from instantrestore.models.zoo import ZOO_MODELS
+
+    expected = {"default", "instantrestore", "gfpgan", "gfpgan-v1.3", "gfpgan-v1.4", "bicubic", *ZOO_MODELS,
+                *PAPER_CHECKPOINTS, *PAPER_ALIASES}
+    assert set(MODELS) == expected and set(NAMES) == expected - set(PAPER_ALIASES)
+    assert {name for name, model in MODELS.items() if model.takes_fidelity} == set(ZOO_MODELS)
+    with pytest.raises(WeightsError, match="--weights applies to gfpgan"):
+        instantrestore.load_restorer("default", weights="GFPGANv1.4.pth")
+    with pytest.raises(ConfigError, match="fidelity applies to codeformer, not 'gfpgan'"):
+        instantrestore.load_restorer("gfpgan", fidelity=0.5)

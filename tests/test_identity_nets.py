@@ -78,7 +78,7 @@ def test_identity_backends_by_name(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="unknown identity net"):
         load_identity_model("vggface")
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
-    with pytest.raises(WeightsError, match="scripts/fetch_faceres.py"):
+    with pytest.raises(WeightsError, match="scripts/data/fetch_faceres.py"):
         load_identity_model("faceres")
 
 
@@ -100,7 +100,7 @@ def _frll_crops(shared: Path, names: list[str]) -> list[np.ndarray]:
 
 
 def test_faceres_matches_tfjs(shared, faceres_weights):
-    """Our PyTorch run of the graph against TF.js's own outputs (scripts/make_faceres_fixture.py)."""
+    """Our PyTorch run of the graph against TF.js's own outputs (scripts/convert/make_faceres_fixture.py)."""
     fixture = json.loads(FIXTURE.read_text())
     model = FaceResIdentity(faceres_weights)
     crops = _frll_crops(shared, [photo.removeprefix("data/frll/images/") for photo in fixture["photos"]])

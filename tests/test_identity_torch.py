@@ -12,9 +12,8 @@ from safetensors.torch import save_file
 from instantrestore import losses
 from instantrestore.errors import WeightsError
 from instantrestore.faces import FaceAnalyzer
-from instantrestore.faces.dlib_resnet import (CHIP_SIZE, SAME_PERSON_DISTANCE, WEIGHTS_PATH, DlibDescriptor,
-                                              DlibTorchIdentity, load_dlib_resnet)
-from instantrestore.faces.identity import DlibIdentity
+from instantrestore.faces.dlib_resnet import CHIP_SIZE, SAME_PERSON_DISTANCE, WEIGHTS_PATH, DlibDescriptor, load_dlib_resnet
+from instantrestore.faces.identity import DlibIdentity, DlibTorchIdentity
 from instantrestore.faces.landmarks import dlib_model_files
 from instantrestore.imageio import read_image
 from instantrestore.training import recipes

@@ -33,7 +33,7 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 @pytest.fixture(scope="module")
 def tfjs() -> dict[str, np.ndarray]:
-    """Inputs and TF.js outputs written by scripts/make_upscalerjs_fixture.py."""
+    """Inputs and TF.js outputs written by scripts/convert/make_upscalerjs_fixture.py."""
     with np.load(FIXTURE) as arrays:
         return dict(arrays)
 

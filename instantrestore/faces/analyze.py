@@ -82,7 +82,7 @@ class FaceAnalyzer:
         landmark_box = detected.box if detected.kps5 is None else hog_style_box(detected.kps5)
         landmarks68 = self.landmarks(rgb, landmark_box)
         # Align on the five points derived from the 68, not on the detector's own: on the FRLL val photos
-        # (scripts/bench_faces.py) they move 0.030 eye distances from the clean photo's under `sr8` and
+        # (scripts/bench/bench_faces.py) they move 0.030 eye distances from the clean photo's under `sr8` and
         # 0.141 under `codeformer`, against 0.077 and 0.295 for YuNet's points.
         return Face(detected.box, detected.score, landmarks68, five_points_from_68(landmarks68), detected.kps5)
 

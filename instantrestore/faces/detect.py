@@ -1,6 +1,6 @@
 """Face detectors behind one small interface: dlib HOG, YuNet (OpenCV) and SCRFD (insightface).
 
-The default is YuNet when its weights are present, chosen by `scripts/bench_faces.py` on FRLL (20 val
+The default is YuNet when its weights are present, chosen by `scripts/bench/bench_faces.py` on FRLL (20 val
 people x 6 front/three-quarter views, 768 px): both find every face on clean and `sr8` photos, but under
 the `codeformer` preset YuNet (pyramid, see `YuNetDetector`) finds 98.3% against 65.8% for dlib HOG, at
 about half the time per photo for detection + landmarks + alignment + paste-back (0.23 s vs 0.45 s,

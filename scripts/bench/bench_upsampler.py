@@ -10,7 +10,7 @@ are computed over the background only: every pixel outside the footprint of the 
 photo). Seconds per megapixel of output (wall, and CPU of all threads) on `--threads` threads, tiles of
 400 pixels.
 
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_upsampler.py --out out/bench_upsampler.json
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench/bench_upsampler.py --out out/bench_upsampler.json
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ and without (`fine_side=0`) then look for it:
     photo's, scaled, in eye distances;
   - milliseconds of detection per photo.
 
-    .venv/bin/python scripts/bench_small_faces.py --out out/bench_small_faces.json
+    .venv/bin/python scripts/bench/bench_small_faces.py --out out/bench_small_faces.json
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""What the `srN` inputs leave to recover, with no restoration at all: PSNR at 512 against the ground truth of
+"""What the `srN` inputs leave to recover: PSNR of aliased vs antialiased inputs, no restoration.
+
+What the `srN` inputs leave to recover, with no restoration at all: PSNR at 512 against the ground truth of
 the benchmark's val targets, for the preset's own input (bicubic down without antialiasing, bicubic up), the same
 small face downsampled with antialiasing (area) and brought back, and the ground truth through the model's
 working size and back. Not a test.
 
-    .venv/bin/python scripts/measure_sr_ceilings.py --people "frll_*" --factor 8
+    .venv/bin/python scripts/measure/measure_sr_ceilings.py --people "frll_*" --factor 8
 """
 
 from __future__ import annotations

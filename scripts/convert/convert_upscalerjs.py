@@ -1,6 +1,6 @@
 """Rebuild the packaged background upsamplers from the UpscalerJS npm package they come from.
 
-    python scripts/convert_upscalerjs.py            # -> instantrestore/weights/esrgan_medium_x{2,4}/
+    python scripts/convert/convert_upscalerjs.py            # -> instantrestore/weights/esrgan_medium_x{2,4}/
 
 `npm pack @upscalerjs/esrgan-medium@1.0.0` in a temporary directory (its sha256 is checked), read each
 Keras layers model (model.json + weight shards, float32 in manifest order), check that its topology is
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from instantrestore.imageio import write_bytes  # noqa: E402

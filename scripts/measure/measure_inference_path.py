@@ -1,14 +1,16 @@
-"""How a face reaches the 128-px model and comes back, measured on the benchmark's val cases: each choice
+"""How a face reaches the 128-px model and back: each resize/ensemble choice against the pipeline's.
+
+How a face reaches the 128-px model and comes back, measured on the benchmark's val cases: each choice
 against the pipeline's, per face (PSNR at 512, dlib identity and sharpness against the ground truth). Not a test.
 
-    .venv/bin/python scripts/measure_inference_path.py --people "frll_*" --max-people 20 [--model default]
+    .venv/bin/python scripts/measure/measure_inference_path.py --people "frll_*" --max-people 20 [--model default]
 
 - `input`: the degraded 512-px crop brought to the model's size by PIL's bicubic (the pipeline) or by
   `resize_face` (area-averaged, as the training crops were);
 - `whole-photo refs`: references given as whole photos, their face warped straight to the model's size (the
   pipeline before) or cut at 512 and area-averaged (the pipeline now, as aligned-crop references);
 - `flip ensemble`: the mean of the model on the face and on its mirror image (with mirrored references).
-The README ("From photo to model and back") says which were adopted and why.
+docs/benchmark.md ("From photo to model and back") says which were adopted and why.
 """
 
 from __future__ import annotations

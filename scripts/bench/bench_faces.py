@@ -11,7 +11,7 @@ For each detector backend (dlib, yunet; scrfd with --scrfd PATH) on FRLL photos 
 And for dlib's identity model: cosine similarities of same-person and different-person pairs, and the
 cosine threshold that best reproduces dlib's own rule (Euclidean distance < 0.6 on raw descriptors).
 
-    .venv/bin/python scripts/bench_faces.py --out out/bench_faces.json
+    .venv/bin/python scripts/bench/bench_faces.py --out out/bench_faces.json
 """
 
 from __future__ import annotations

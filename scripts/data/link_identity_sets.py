@@ -1,6 +1,6 @@
 """Merge identity sets (one folder per person each) into one source folder for `prepare-data`.
 
-    python scripts/link_identity_sets.py -o data/src_frll_celeba \
+    python scripts/data/link_identity_sets.py -o data/src_frll_celeba \
         frll=../shared/data/frll/images celeba=../shared/data/celeba-id/images
 
 Each person folder is linked (not copied) as `<name>_<person>`, so identities of different sets never

@@ -1,7 +1,9 @@
-"""How closely the converted authors' checkpoint reproduces the authors' own forward pass (the numbers in
-README "Paper weights"; `tests/test_authors_checkpoint.py` holds them to the fixture's tolerance).
+"""Our forward pass against the authors' own on ../shared/authors-fixture (docs/paper-weights.md).
 
-    .venv/bin/python scripts/compare_authors_fixture.py [--fixture ../shared/authors-fixture] [--threads 2]
+How closely the converted authors' checkpoint reproduces the authors' own forward pass (the numbers in
+docs/paper-weights.md; `tests/test_authors_checkpoint.py` holds them to the fixture's tolerance).
+
+    .venv/bin/python scripts/measure/compare_authors_fixture.py [--fixture ../shared/authors-fixture] [--threads 2]
 
 Converts the fixture's `authors_ckpt.pt` on its stand-in base, runs our forward on the golden inputs with
 the golden noise (each tensor where the fixture README says the authors' enters) and prints the largest
@@ -21,7 +23,7 @@ from safetensors.torch import load_file
 from instantrestore.models.authors_checkpoint import convert_authors_checkpoint
 from instantrestore.models.instantrestore import InstantRestoreModel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
 
 

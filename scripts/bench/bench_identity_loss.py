@@ -1,6 +1,6 @@
 """CPU time of the identity loss (dlib's descriptor, packaged port): forward, and forward + backward.
 
-    .venv/bin/python scripts/bench_identity_loss.py --threads 2 --batch 4 --size 256 --runs 10
+    .venv/bin/python scripts/bench/bench_identity_loss.py --threads 2 --batch 4 --size 256 --runs 10
 
 The loss as training calls it: `IdentityLoss()(output, target)` on aligned crops in [0, 1], the output
 requiring grad (the target's descriptor is computed without grad, as in training). Inputs are random

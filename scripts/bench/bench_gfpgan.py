@@ -1,6 +1,6 @@
 """CPU forward time of GFP-GAN: the official 512 configuration and the compact training config.
 
-    .venv/bin/python scripts/bench_gfpgan.py --threads 2 --runs 5 -o runs/bench_gfpgan.json
+    .venv/bin/python scripts/bench/bench_gfpgan.py --threads 2 --runs 5 -o runs/bench_gfpgan.json
 
 Weights are random (the time does not depend on their values). Prints one line per model and
 writes the numbers as JSON. On a shared machine, read `min_s` beside `median_s`.
@@ -24,7 +24,7 @@ from instantrestore.imageio import write_bytes
 from instantrestore.models.gfpgan import GFPGANv1Clean
 from instantrestore.models.gfpgan import OFFICIAL_GFPGAN_CONFIG
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def time_forward(model: torch.nn.Module, size: int, runs: int, warmup: int) -> list[float]:

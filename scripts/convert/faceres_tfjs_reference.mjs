@@ -2,10 +2,10 @@
 //
 // Runs faceres.json (+ .bin) with @tensorflow/tfjs (pure JS, CPU backend) on raw 224x224x3 uint8 RGB chips,
 // with the preprocessing of FaceResIdentity (BGR minus the VGGFace2 means), and prints the 1024-D
-// `global_pooling/Mean` of each chip as JSON. scripts/make_faceres_fixture.py writes the chips and calls it:
+// `global_pooling/Mean` of each chip as JSON. scripts/convert/make_faceres_fixture.py writes the chips and calls it:
 //
 //   mkdir /tmp/tfjs && (cd /tmp/tfjs && npm install @tensorflow/tfjs@4.22.0)
-//   NODE_PATH=/tmp/tfjs/node_modules node scripts/faceres_tfjs_reference.mjs MODEL_DIR CHIP.rgb ... > out.json
+//   NODE_PATH=/tmp/tfjs/node_modules node scripts/convert/faceres_tfjs_reference.mjs MODEL_DIR CHIP.rgb ... > out.json
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,12 +1,12 @@
 """Write tests/fixtures/faceres_tfjs.json: TF.js's own faceres descriptors of a few FRLL faces.
 
 The chips are made by our pipeline (YuNet -> FFHQ crop -> dlib chip, FaceResIdentity.chip), written as
-raw RGB, and run through the original graph by TF.js (scripts/faceres_tfjs_reference.mjs); the test
+raw RGB, and run through the original graph by TF.js (scripts/convert/faceres_tfjs_reference.mjs); the test
 then runs our PyTorch executor on the same chips and compares. Needs node, @tensorflow/tfjs and the
-faceres files (scripts/fetch_faceres.py):
+faceres files (scripts/data/fetch_faceres.py):
 
     mkdir -p /tmp/tfjs && (cd /tmp/tfjs && npm install @tensorflow/tfjs@4.22.0)
-    .venv/bin/python scripts/make_faceres_fixture.py --tfjs /tmp/tfjs/node_modules
+    .venv/bin/python scripts/convert/make_faceres_fixture.py --tfjs /tmp/tfjs/node_modules
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from instantrestore.faces.detect import shared_dir
 from instantrestore.faces.identity import FACERES_SHA256, FaceResIdentity, faceres_dir
 from instantrestore.imageio import read_image, write_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PHOTOS = ("005/005_03.jpg", "005/005_08.jpg", "006/006_03.jpg")  # FRLL: two views of one person, one other
 FIXTURE = REPO / "tests" / "fixtures" / "faceres_tfjs.json"
 SIGNIFICANT_DIGITS = 4  # keeps the fixture small (17 KB); the test allows 1e-3, TF.js vs ours differ by 5e-5
@@ -52,12 +52,12 @@ def main() -> None:
             path = Path(tmp) / f"chip{number}.rgb"
             path.write_bytes(chip.tobytes())
             paths.append(str(path))
-        done = subprocess.run(["node", str(REPO / "scripts" / "faceres_tfjs_reference.mjs"), str(faceres_dir()), *paths],
+        done = subprocess.run(["node", str(REPO / "scripts" / "convert" / "faceres_tfjs_reference.mjs"), str(faceres_dir()), *paths],
                               capture_output=True, text=True, check=True,
                               env={**os.environ, "NODE_PATH": str(args.tfjs.resolve())})
     reference = json.loads(done.stdout)
     fixture = {
-        "made_by": "scripts/make_faceres_fixture.py --tfjs NODE_MODULES (see its docstring)",
+        "made_by": "scripts/convert/make_faceres_fixture.py --tfjs NODE_MODULES (see its docstring)",
         "tfjs_version": reference["tfjs_version"],
         "faceres_sha256": FACERES_SHA256,
         "photos": [f"data/frll/images/{name}" for name in PHOTOS],

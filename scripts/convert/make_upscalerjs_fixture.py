@@ -1,9 +1,9 @@
 """Reference outputs of the original UpscalerJS models, computed by TensorFlow.js, for tests/test_upsample.py.
 
-    python scripts/make_upscalerjs_fixture.py      # needs node and npm; -> tests/fixtures/upscalerjs_esrgan_medium.npz
+    python scripts/convert/make_upscalerjs_fixture.py      # needs node and npm; -> tests/fixtures/upscalerjs_esrgan_medium.npz
 
 In a temporary directory: `npm pack` the model package (sha256 checked), `npm install @tensorflow/tfjs`
-(pure JavaScript, CPU backend), then `scripts/upscalerjs_reference.js` runs each model on a few small
+(pure JavaScript, CPU backend), then `scripts/convert/upscalerjs_reference.js` runs each model on a few small
 images: two crops of scikit-image's astronaut photo (NASA, public domain) and uniform noise (which
 drives the output outside 0..255, so clamping differences would show). Stored: the uint8 inputs and
 TF.js's raw float32 outputs.
@@ -35,7 +35,7 @@ def fixture_inputs() -> dict[str, np.ndarray]:
 def run_tfjs(workdir: Path, model_dir: Path, image: np.ndarray, scale: int) -> np.ndarray:
     height, width = image.shape[:2]
     image.tofile(workdir / "input.u8")
-    subprocess.run(["node", str(REPO / "scripts" / "upscalerjs_reference.js"), str(model_dir),
+    subprocess.run(["node", str(REPO / "scripts" / "convert" / "upscalerjs_reference.js"), str(model_dir),
                     str(workdir / "input.u8"), str(height), str(width), str(workdir / "output.f32")],
                    check=True, env={**os.environ, "NODE_PATH": str(workdir / "node_modules")})
     return np.fromfile(workdir / "output.f32", "<f4").reshape(height * scale, width * scale, 3)

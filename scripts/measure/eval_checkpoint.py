@@ -1,7 +1,9 @@
-"""Quick check of a training run between benchmarks: PSNR gain of its current (raw, not EMA) generator
+"""PSNR gain of a training run's current generator over its input, 24 val faces per preset.
+
+Quick check of a training run between benchmarks: PSNR gain of its current (raw, not EMA) generator
 over the degraded input, on 24 faces of the val split per preset, at the training resolution.
 
-    .venv/bin/python scripts/eval_checkpoint.py configs/train_instantrestore_compact_blind.yaml \\
+    .venv/bin/python scripts/measure/eval_checkpoint.py configs/train_instantrestore_compact_blind.yaml \\
         runs/instantrestore_blind [--threads 1]
 
 Restores blind (no references), as stage 1 is trained; the benchmark is the real measurement.

@@ -1,7 +1,9 @@
-"""Make a trained InstantRestore checkpoint the packaged default: the same directory layout with the UNets
+"""Package a trained InstantRestore run as the default model (UNets in float16).
+
+Make a trained InstantRestore checkpoint the packaged default: the same directory layout with the UNets
 stored in float16 (half the size; loaded back as float32), keeping the identity net its training used.
 
-    .venv/bin/python scripts/package_instantrestore.py runs/instantrestore_compact/final \\
+    .venv/bin/python scripts/convert/package_instantrestore.py runs/instantrestore_compact/final \\
         -o instantrestore/weights/instantrestore_compact
 """
 

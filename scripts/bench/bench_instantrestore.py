@@ -1,7 +1,9 @@
-"""Speed of the compact InstantRestore restorer on CPU threads: per face with cached references, per
+"""CPU speed of the compact InstantRestore: per face, per reference encoded, an album with and without a cache.
+
+Speed of the compact InstantRestore restorer on CPU threads: per face with cached references, per
 reference encoded, and an album of photos of one person restored with a reference cache vs without.
 
-    .venv/bin/python scripts/bench_instantrestore.py [--config configs/instantrestore_compact.yaml]
+    .venv/bin/python scripts/bench/bench_instantrestore.py [--config configs/instantrestore_compact.yaml]
         [--weights CHECKPOINT_DIR] [--threads 2] [--album 10] [--refs 4] [--repeats 5] [--json OUT.json]
         [--person-photos DIR]
 
@@ -35,7 +37,7 @@ from instantrestore.models.ir_restorer import InstantRestoreRestorer
 from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.references import ReferenceCache
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def timed(run: Callable[[], object], repeats: int) -> dict[str, float]:

@@ -129,6 +129,10 @@ class FaceRestorationPipeline:
             self._detail_stage = ReferenceDetailStage()
         return self._detail_stage
 
+    @detail_stage.setter
+    def detail_stage(self, stage: ReferenceDetailStage) -> None:
+        self._detail_stage = stage
+
     # ----------------------------------------------------------------- references
     def encode_references(self, images: Sequence[ImageLike] | ReferenceCache | None,
                           num_refs: int | None = None) -> ReferenceCache:

@@ -40,6 +40,8 @@ class DetailSettings:
     agreement_scale: float = 0.12   # colour-matched low-frequency difference (of 1) at which confidence is 1/e
     bend_scale: float = 0.5         # log stretch of a warp triangle at which its confidence is 1/e
     hull_feather: float = 8.0       # Gaussian feather of the landmark hull
+    outside_weight: float = 0.0     # weight of reference detail outside the hull (hair, neck), still gated
+    fusion_power: float = 1.0       # per pixel, references weigh confidence ** this: above 1 the best one leads
     own_sigma: float = 3.0          # the input's own fine band: image minus its Gaussian blur of this sigma
     own_window: float = 2.0         # window of the band's local amplitude
     own_full_ratio: float = 1.1     # the input's band replaces the restoration's fully from this amplitude ratio on
@@ -141,8 +143,10 @@ class ReferenceDetailStage:
         total = confidence.sum(0)
         # luminance detail only: the detail of a differently lit or white-balanced photo keeps the face's colour
         luminance = warped_high.mean(axis=3)
-        fused = (confidence * luminance).sum(0) / np.maximum(total, 1e-3)
-        weight = hull * np.minimum(total, 1.0)
+        emphasis = confidence ** settings.fusion_power
+        fused = (emphasis * luminance).sum(0) / np.maximum(emphasis.sum(0), 1e-6)
+        region = hull + settings.outside_weight * (1 - hull)
+        weight = region * np.minimum(total, 1.0)
         detail = (fused * weight)[..., None].repeat(3, axis=2) * 255
         used = (confidence * hull).sum(axis=(1, 2)) / max(float(hull.sum()), 1e-6)
         return detail, used

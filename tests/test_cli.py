@@ -64,6 +64,10 @@ def test_restore_real_photos_with_whole_photo_references(shared, tiny_instantres
         assert entry["status"] == blind_entry["status"] == "ok" and entry["faces"] >= 1
         assert all(isinstance(score, float) for score in entry["identity"]) and len(entry["identity"]) == entry["faces"]
         assert blind_entry["identity"] == [None] * blind_entry["faces"]
+        # which references the detail stage drew on, per face: a share for each of the 4
+        assert len(entry["reference_weights"]) == entry["faces"]
+        assert all(len(shares) == 4 and all(0 <= share <= 1 for share in shares) for shares in entry["reference_weights"])
+        assert blind_entry["reference_weights"] == [None] * blind_entry["faces"]
     face = f"restored_faces/{inputs[0].stem}_0.png"
     assert not np.array_equal(read_image(tmp_path / "refs" / face), read_image(tmp_path / "blind" / face))
     assert _digest(inputs + refs) == before
@@ -117,6 +121,7 @@ def test_a_file_system_error_is_one_line(shared, tmp_path, capsys):
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--device", "gpu"],
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "-s", "0"],
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--num-refs", "-1"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--detail-strength", "1.5"],
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--ext", "bmpx"],
     ["restore", "x.jpg", "-o", "a_file/out", "--model", "bicubic"],
     ["benchmark", "--data", ".", "-o", "out", "--num-refs", "0,four"],

@@ -397,15 +397,24 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def _load(name: str, device: str) -> FaceRestorationPipeline:
-    """A model by name or path; `NAME:detail=S` sets its detail strength (`default:detail=0`: the restorer alone)."""
+    """A model by name or path, with options after colons: `:detail=S` its detail strength (`default:detail=0`:
+    the restorer alone), `:gates=0` the detail stage without its confidence gates (the untrained transfer)."""
     import instantrestore
+    from instantrestore.reference_detail import DetailSettings, ReferenceDetailStage
 
-    name, _, strength = name.partition(":detail=")
+    name, *options = name.split(":")
     try:
-        detail_strength = float(strength) if strength else 1.0
+        settings = dict(option.split("=", 1) for option in options)
+        detail_strength = float(settings.pop("detail", 1.0))
+        gates = settings.pop("gates", "1") != "0"
     except ValueError:
-        raise ConfigError(f"{name}:detail={strength}: the detail strength must be a number in [0, 1]") from None
-    return instantrestore.load_restorer(name, device=device, detail_strength=detail_strength)
+        raise ConfigError(f"{name}:{':'.join(options)}: expected options detail=S (0 to 1) and gates=0|1") from None
+    if settings:
+        raise ConfigError(f"{name}: unknown model options {sorted(settings)} (detail, gates)")
+    pipeline = instantrestore.load_restorer(name, device=device, detail_strength=detail_strength)
+    if not gates:
+        pipeline.detail_stage = ReferenceDetailStage(DetailSettings(gates=False))
+    return pipeline
 
 
 def _uses_references(method: str, restorer: FaceRestorationPipeline | None, out: Path, preset: str,

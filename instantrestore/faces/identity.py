@@ -80,8 +80,8 @@ class DlibIdentity(IdentityModel):
     name = "dlib"
     dim = 128
     same_person_threshold = 0.925
-    # Measured on 30 val people (scripts/measure/reference_gate.py): restored blind from `sr32`, a face scores
-    # 0.834-0.98 (mean 0.90) against its own references and at most 0.934 (mean 0.856) against other people's.
+    # a severely degraded face restored blind scores about this against other people's references on average
+    # (docs/reference-detail.md; scripts/measure/reference_gate.py)
     stranger_threshold = 0.85
 
     def __init__(self) -> None:

@@ -113,18 +113,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     caches = PersonCaches(pipeline, settings.num_refs, notify=lambda line: print(line, file=sys.stderr))
     failed = 0
 
-    def on_entry(task: PhotoTask, entry: dict) -> None:
+    def on_entry(task: PhotoTask, entry: dict, announced: bool = False) -> None:
         nonlocal failed
         if entry["status"] != "ok":
             failed += 1
-            _err(entry["status"])
+            if not announced:
+                _err(entry["status"])
         for warning in entry["warnings"]:
             print(f"warning: {task.photo}: {warning}", file=sys.stderr)
         report.add(task, entry)
 
-    def progress(items):
-        return tqdm(items, total=len(plan.to_restore), desc="restore", unit="photo", disable=args.quiet,
-                    dynamic_ncols=True)
+    def progress(items, total: int = len(plan.to_restore)):
+        return tqdm(items, total=total, desc="restore", unit="photo", disable=args.quiet, dynamic_ncols=True)
 
     if plan.resumed:
         print(f"resuming: {plan.resumed} of {len(tasks)} photos were restored with the same settings by an "
@@ -160,7 +160,7 @@ def _restore_on_ray(args: argparse.Namespace, plan: RunPlan, settings: RestoreSe
             encoded[task.person.label] = caches.encode(task.person)
         cache, error = encoded.get(task.person.label, (None, None))
         if error is not None:
-            on_entry(task, failed_entry(task, f"{task.photo}: {error}"))
+            on_entry(task, failed_entry(task, f"{task.photo}: {error}"), True)
         else:
             sent.append(task)
     run_on_ray(sent, {label: cache for label, (cache, _) in encoded.items()}, settings, out, args.device, on_entry,

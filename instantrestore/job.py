@@ -403,13 +403,17 @@ class PersonCaches:
         return cache, None
 
 
+# on_entry(task, entry, announced): announced when the entry's error was already shown (its person's line)
+OnEntry = Callable[[PhotoTask, dict, bool], None]
+
+
 def run_local(pipeline: FaceRestorationPipeline, plan: RunPlan, settings: RestoreSettings, out: Path,
-              caches: PersonCaches, on_entry: Callable[[PhotoTask, dict], None],
+              caches: PersonCaches, on_entry: OnEntry,
               progress: Callable[[Iterable[PhotoTask]], Iterable[PhotoTask]] = iter) -> None:
     """Restore the plan's tasks in this process, one after the other."""
     for task in progress(plan.to_restore):
         cache, error = caches.get(task.person)
         if error is not None:
-            on_entry(task, failed_entry(task, f"{task.photo}: {error}"))
+            on_entry(task, failed_entry(task, f"{task.photo}: {error}"), True)
             continue
-        on_entry(task, restore_photo(pipeline, task, cache, settings, out, replace=True))
+        on_entry(task, restore_photo(pipeline, task, cache, settings, out, replace=True), False)

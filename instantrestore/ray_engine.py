@@ -17,8 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-from instantrestore.errors import InstantRestoreError
-from instantrestore.job import Person, PhotoTask, RestoreSettings, load_pipeline, restore_photo
+from instantrestore.errors import ConfigError, InstantRestoreError
+from instantrestore.job import OnEntry, Person, PhotoTask, RestoreSettings, load_pipeline, restore_photo
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'instantrestore[ray]'"
 # How many people's caches an actor keeps; its photos come grouped by person (job.plan_run), so a few suffice.
@@ -31,7 +31,7 @@ def import_ray():
         import ray
         import ray.data  # noqa: F401  the extra is ray[data]: a bare ray lacks pyarrow
     except ImportError:
-        raise InstantRestoreError(INSTALL_HINT) from None
+        raise ConfigError(INSTALL_HINT) from None  # a set-up problem: exit 2, like a missing model
     return ray
 
 
@@ -74,8 +74,8 @@ def cluster_workers(ray, num_cpus: float, num_gpus: float) -> int:
 
 
 def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: RestoreSettings, out: Path,
-               device: str, on_entry: Callable[[PhotoTask, dict], None],
-               progress: Callable[[Iterable], Iterable] = iter, address: str | None = None,
+               device: str, on_entry: OnEntry,
+               progress: Callable[[Iterable, int], Iterable] = lambda rows, total: rows, address: str | None = None,
                workers: int | None = None, num_cpus: float = 1, num_gpus: float = 0) -> None:
     """Restore `tasks` on a Ray cluster: the one this process already joined, else the one at `address`
     ("auto": the `ray start --head` of this machine), else a new local one. `caches` maps each person's label
@@ -84,9 +84,8 @@ def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: Rest
     if not ray.is_initialized():
         options = {"include_dashboard": False} if address is None else {}  # only a new cluster takes it
         ray.init(address=address, logging_level=logging.ERROR, configure_logging=True, **options)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the command line shows its own bar
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows its own (`progress`)
 
     out_abs = out.resolve()  # workers do not run in this process's folder
     by_index = {task.index: task for task in tasks}
@@ -100,10 +99,15 @@ def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: Rest
         num_gpus=num_gpus,
         fn_constructor_kwargs={"settings": settings.as_dict(), "device": "cuda" if num_gpus > 0 else device,
                                "out": str(out_abs), "caches": cache_refs, "threads": max(1, int(num_cpus))})
-    for row in progress(results.iter_rows()):
-        task = by_index[int(row["index"])]
-        entry = json.loads(row["entry"])
-        # the report names files as this process was given them, as the single process does
-        entry["input"] = str(task.photo)
-        entry["outputs"] = [str(out / Path(path).relative_to(out_abs)) for path in entry["outputs"]]
-        on_entry(task, entry)
+    try:
+        for row in progress(results.iter_rows(), len(tasks)):
+            task = by_index[int(row["index"])]
+            entry = json.loads(row["entry"])
+            # the report names files as this process was given them, as the single process does
+            entry["input"] = str(task.photo)
+            entry["outputs"] = [str(out / Path(path).relative_to(out_abs)) for path in entry["outputs"]]
+            on_entry(task, entry, False)
+    except ray.exceptions.RayError as err:  # the cluster, not a photo: what is done stays done
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InstantRestoreError(f"the Ray run stopped ({type(err).__name__}: {reason}); run the same command "
+                                  "again to restore the rest") from None

@@ -81,7 +81,7 @@ def _restore_tasks(args: argparse.Namespace) -> tuple[list[PhotoTask], Person | 
         raise UsageError("no input images")
     person = Person("")
     if args.refs and args.num_refs > 0:
-        person = Person("--refs", files=tuple(_reference_files(args.refs)))
+        person = Person("", files=tuple(_reference_files(args.refs)))
     return tasks_from_inputs(photos, person), person
 
 
@@ -141,7 +141,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         else:
             run_local(pipeline, plan, settings, out, caches, on_entry, progress)
     finally:
-        _report_references(report.report, caches, refs_person, args.manifest is not None)
+        _report_references(report.report, plan, caches, refs_person, args.manifest is not None)
         report.write()
         remove_partial_files(out)
     done = len(tasks) - failed
@@ -156,7 +156,7 @@ def _restore_on_ray(args: argparse.Namespace, plan: RunPlan, settings: RestoreSe
 
     encoded, sent = {}, []
     for task in plan.to_restore:
-        if task.person.label not in encoded and task.person.label not in caches.sections:
+        if task.person.label not in encoded:
             encoded[task.person.label] = caches.encode(task.person)
         cache, error = encoded.get(task.person.label, (None, None))
         if error is not None:
@@ -167,13 +167,18 @@ def _restore_on_ray(args: argparse.Namespace, plan: RunPlan, settings: RestoreSe
                progress, address=args.address, workers=args.workers, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
 
 
-def _report_references(report: dict, caches: PersonCaches, refs_person: Person | None, manifest: bool) -> None:
-    """report.json's references: `people` (refs -> section) for a manifest, else the one `references` section."""
+def _report_references(report: dict, plan: RunPlan, caches: PersonCaches, refs_person: Person | None,
+                       manifest: bool) -> None:
+    """report.json's references: `people` (refs -> section) for a manifest, else the one `references` section;
+    those of people whose photos an earlier run finished come from its report."""
+    earlier = plan.earlier_report or {}
     if manifest:
-        report["people"] = {label: section for label, section in caches.sections.items() if label}
+        sections = {**earlier.get("people", {}), **caches.sections}
+        labels = {task.person.label for task in plan.to_restore} | {task.person.label for task, _ in plan.known}
+        report["people"] = {label: sections[label] for label in sorted(labels) if label and label in sections}
     else:
-        label = refs_person.label if refs_person is not None else ""
-        report["references"] = caches.sections.get(label, {"files": [], "used": 0, "notes": []})
+        nothing = {"files": [], "used": 0, "notes": []}
+        report["references"] = caches.sections.get("", earlier.get("references", nothing))
 
 
 # ----------------------------------------------------------------------------------------- degrade

@@ -90,20 +90,19 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 class Person:
     """One person's references as a run names them: reference files, one saved cache, or nothing (blind)."""
 
-    label: str                  # how report.json and messages name them ("" for blind)
+    label: str                  # how a manifest's report and messages name them ("" for blind, and for --refs)
     files: tuple[Path, ...] = ()
     cache_file: Path | None = None
 
     @classmethod
-    def from_refs(cls, refs: str | os.PathLike | None, label: str | None = None) -> "Person":
+    def from_refs(cls, refs: str | os.PathLike | None) -> "Person":
         """A manifest's `refs` cell: a folder of photos, a saved cache (.safetensors) or empty."""
         if not refs:
             return cls("")
         path = Path(refs)
-        label = label or str(refs)
         if path.suffix.lower() == CACHE_SUFFIX:
-            return cls(label, cache_file=path)
-        return cls(label, files=(path,))
+            return cls(str(refs), cache_file=path)
+        return cls(str(refs), files=(path,))
 
 
 def read_references(files: list[Path]) -> tuple[list, list[str]]:
@@ -162,7 +161,8 @@ class PhotoTask:
 
     def key(self) -> list:
         """What identifies the task across runs (an entry in an earlier report is this task when equal)."""
-        return [str(self.photo), self.name, self.person.label]
+        person = self.person
+        return [str(self.photo), self.name, [str(p) for p in person.files], str(person.cache_file or "")]
 
 
 def tasks_from_inputs(photos: list[Path], person: Person) -> list[PhotoTask]:
@@ -302,18 +302,24 @@ class RunPlan:
     to_restore: list[PhotoTask]
     known: list[tuple[PhotoTask, dict]]       # (task, entry): skipped as done, or an error found by planning
     resumed: int                              # how many of `known` an earlier run finished
+    earlier_report: dict | None               # that run's report.json (same settings), if any
 
 
-def _earlier_entries(out: Path, settings: RestoreSettings) -> dict[tuple, dict] | None:
-    """The finished entries of an earlier run in `out` with the same settings, by task key; None when there is
-    no such run (no report, another version of it, or other settings)."""
+def _earlier_report(out: Path, settings: RestoreSettings) -> dict | None:
+    """report.json of an earlier run in `out` with the same settings; None when there is no such run (no
+    report, another version of it, or other settings)."""
     try:
         report = json.loads((out / REPORT_NAME).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(report, dict) or report.get("settings") != settings.as_dict():
         return None
-    return {tuple(entry["key"]): entry for entry in report.get("inputs", [])
+    return report
+
+
+def _finished_entries(report: dict) -> dict[str, dict]:
+    """An earlier report's finished entries (all outputs still there), by task key."""
+    return {json.dumps(entry["key"]): entry for entry in report.get("inputs", [])
             if isinstance(entry, dict) and entry.get("status") == "ok" and "key" in entry
             and all(Path(p).is_file() for p in entry.get("outputs", []))}
 
@@ -324,14 +330,15 @@ def plan_run(tasks: list[PhotoTask], settings: RestoreSettings, out: Path, overw
     is an error for its photo unless `overwrite` (which also restores finished photos again). Two photos with the same output name, or an output that would
     replace an input, are errors for the later photo. Tasks are grouped by person, in order of first appearance,
     so that each person's cache is needed for one stretch of the run."""
-    earlier = None if overwrite else _earlier_entries(out, settings)
+    earlier_report = None if overwrite else _earlier_report(out, settings)
+    earlier = None if earlier_report is None else _finished_entries(earlier_report)
     inputs = {task.photo.resolve() for task in tasks}
     named: dict[str, PhotoTask] = {}
     to_restore, known = [], []
     resumed = 0
     for task in tasks:
-        if earlier is not None and tuple(task.key()) in earlier:
-            known.append((task, {**earlier[tuple(task.key())], "resumed": True}))
+        if earlier is not None and json.dumps(task.key()) in earlier:
+            known.append((task, {**earlier[json.dumps(task.key())], "resumed": True}))
             resumed += 1
             named[task.name] = task
             continue
@@ -356,7 +363,7 @@ def plan_run(tasks: list[PhotoTask], settings: RestoreSettings, out: Path, overw
     for task in to_restore:
         order.setdefault(task.person.label, len(order))
     to_restore.sort(key=lambda task: (order[task.person.label], task.index))
-    return RunPlan(to_restore, known, resumed)
+    return RunPlan(to_restore, known, resumed, earlier_report)
 
 
 def failed_entry(task: PhotoTask, status: str) -> dict:

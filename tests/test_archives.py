@@ -48,11 +48,12 @@ def _files(out: Path) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------------------------------------- one process
 def test_manifest_encodes_each_person_once(shared, tmp_path, monkeypatch):
+    from instantrestore.api import load_restorer
     from instantrestore.pipeline import FaceRestorationPipeline
-
-    manifest = _manifest(shared, tmp_path, people=PEOPLE[:2], photos_per_person=2)
     from instantrestore.references import ReferenceCache
 
+    third = sorted((shared / "data/celeba-id/images" / PEOPLE[2]).iterdir())
+    load_restorer("bicubic").encode_references(third[:2]).save(tmp_path / "third.safetensors")  # a saved cache
     encoded = []
     encode = FaceRestorationPipeline.encode_references
 
@@ -62,15 +63,18 @@ def test_manifest_encodes_each_person_once(shared, tmp_path, monkeypatch):
         return encode(self, images, num_refs)
 
     monkeypatch.setattr(FaceRestorationPipeline, "encode_references", counted)
+    manifest = _manifest(shared, tmp_path, people=PEOPLE[:2], photos_per_person=2,
+                         extra_rows=[f"{third[2]},third.safetensors,grandpa.png"])  # a name with a format
     out = tmp_path / "out"
     assert main(["restore", "--manifest", str(manifest), "-o", str(out), "--model", "bicubic", "-q"]) == 0
-    assert encoded == [2, 2]  # two people, two reference photos each, once each for their two photos
+    assert encoded == [2, 2]  # two people, two reference photos each, once each for their two photos; the cache read
     report = _report(out)
-    assert sorted(report["people"]) == [str(tmp_path / "refs" / p) for p in PEOPLE[:2]]
-    assert all(section["used"] == 2 for section in report["people"].values())
-    assert [e["status"] for e in report["inputs"]] == ["ok"] * 4
+    assert list(report["people"]) == [*(str(tmp_path / "refs" / p) for p in PEOPLE[:2]),
+                                      str(tmp_path / "third.safetensors")]
+    assert [section["used"] for section in report["people"].values()] == [2, 2, 2]
+    assert [e["status"] for e in report["inputs"]] == ["ok"] * 5
     names = sorted(p.name for p in (out / "restored_imgs").iterdir())
-    assert len(names) == 4 and all(name.startswith(PEOPLE[:2]) for name in names)
+    assert names[-1] == "grandpa.png" and all(name.startswith(PEOPLE[:2]) for name in names[:4])
 
 
 def test_bad_photo_and_missing_references_fail_alone(shared, tmp_path, capsys):
@@ -93,33 +97,35 @@ def test_bad_photo_and_missing_references_fail_alone(shared, tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_with_the_rest(shared, tmp_path, monkeypatch, capsys):
-    """Interrupted just after writing the outputs of the third photo (before its report entry): the rerun restores
-    that one and the rest, and nothing twice."""
+    """Interrupted just after writing the outputs of the fourth photo (the second person's first; before its report
+    entry): the rerun restores that one and the rest, and nothing else again."""
     manifest = _manifest(shared, tmp_path, people=PEOPLE[:2], photos_per_person=3)
     out = tmp_path / "out"
     argv = ["restore", "--manifest", str(manifest), "-o", str(out), "--model", "bicubic", "-q"]
     restored = []
     restore_photo = job.restore_photo
 
-    def interrupted_after_three(*args, **kwargs):
+    def interrupted_in_the_fourth(*args, **kwargs):
         entry = restore_photo(*args, **kwargs)
         restored.append(entry["input"])
-        if len(restored) == 3:
+        if len(restored) == 4:
             raise KeyboardInterrupt
         return entry
 
-    monkeypatch.setattr(job, "restore_photo", interrupted_after_three)
+    monkeypatch.setattr(job, "restore_photo", interrupted_in_the_fourth)
     assert main(argv) == 130
-    assert len(_report(out)["inputs"]) == 2  # the third was written but not reported
-    assert len(list((out / "restored_imgs").iterdir())) == 3
+    assert len(_report(out)["inputs"]) == 3  # the fourth was written but not reported
+    assert len(list((out / "restored_imgs").iterdir())) == 4
 
     monkeypatch.setattr(job, "restore_photo", lambda *args, **kwargs: restored.append(args[1].photo) or
                         restore_photo(*args, **kwargs))
     assert main(argv) == 0
-    assert len(restored) == 3 + 4  # six photos: two finished before, four now (the third again)
-    assert "resuming: 2 of 6 photos" in capsys.readouterr().err
+    assert len(restored) == 4 + 3  # six photos: three finished before, three now (the fourth again)
+    assert "resuming: 3 of 6 photos" in capsys.readouterr().err
     report = _report(out)
     assert [e["status"] for e in report["inputs"]] == ["ok"] * 6
+    # the first person, not encoded again, keeps the earlier run's section
+    assert [section["used"] for section in report["people"].values()] == [2, 2]
     assert sorted(e["input"] for e in report["inputs"]) == sorted({*map(str, restored)})
     assert len(list((out / "restored_imgs").iterdir())) == 6
 

@@ -98,6 +98,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             _at_least("--workers", args.workers, 1)
         if args.num_cpus <= 0 or args.num_gpus < 0:
             raise UsageError("--num-cpus must be above 0 and --num-gpus at least 0")
+    elif args.address is not None or args.workers is not None or args.num_cpus != 1 or args.num_gpus != 0:
+        raise UsageError("--address, --workers, --num-cpus and --num-gpus apply with --engine ray")
     out = _output_dir(args.output)
     pipeline = load_pipeline(settings, args.device)
     if not settings.aligned or any(task.person.files for task in tasks):

@@ -155,7 +155,7 @@ class PhotoTask:
 
     index: int                  # its place in the run: the report lists inputs in this order
     photo: Path
-    name: str                   # stem of every output: restored_imgs/<name><suffix>.<ext>, restored_faces/<name>_<k>.png
+    name: str                   # stem of its outputs: restored_imgs/<name><suffix>.<ext>, restored_faces/<name>_<k>.png
     person: Person = field(default_factory=lambda: Person(""))
     ext: str | None = None      # the manifest's output extension, overriding --ext
 
@@ -296,8 +296,8 @@ class RunReport:
 
 @dataclass
 class RunPlan:
-    """What a run does: the tasks to restore (grouped by person), entries already known (finished by an earlier
-    run, or refused before starting), and whether outputs in the way may be replaced."""
+    """What a run does: the tasks to restore (grouped by person), and the entries already known (finished by an
+    earlier run, or refused before starting)."""
 
     to_restore: list[PhotoTask]
     known: list[tuple[PhotoTask, dict]]       # (task, entry): skipped as done, or an error found by planning
@@ -327,9 +327,10 @@ def _finished_entries(report: dict) -> dict[str, dict]:
 def plan_run(tasks: list[PhotoTask], settings: RestoreSettings, out: Path, overwrite: bool) -> RunPlan:
     """Which tasks to restore. A rerun into the same OUT with the same settings skips the photos the earlier run
     finished and may replace whatever else it left (it was interrupted mid-photo). Otherwise an existing output
-    is an error for its photo unless `overwrite` (which also restores finished photos again). Two photos with the same output name, or an output that would
-    replace an input, are errors for the later photo. Tasks are grouped by person, in order of first appearance,
-    so that each person's cache is needed for one stretch of the run."""
+    is an error for its photo unless `overwrite` (which also restores finished photos again). Two photos with
+    the same output name, or an output that would replace an input, are errors for the later photo. Tasks are
+    grouped by person, in order of first appearance, so that each person's cache is needed for one stretch of
+    the run. Every task to restore may replace what is at its outputs: planning checked what was there before."""
     earlier_report = None if overwrite else _earlier_report(out, settings)
     earlier = None if earlier_report is None else _finished_entries(earlier_report)
     inputs = {task.photo.resolve() for task in tasks}

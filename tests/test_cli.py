@@ -126,6 +126,9 @@ def test_a_file_system_error_is_one_line(shared, tmp_path, capsys):
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--num-refs", "-1"],
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--ext", "bmpx"],
     ["restore", "x.jpg", "-o", "a_file/out", "--model", "bicubic"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--workers", "2"],  # applies with --engine ray
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--engine", "ray", "--workers", "0"],
+    ["restore", "x.jpg", "--manifest", "photos.csv", "-o", "out", "--model", "bicubic"],
     ["benchmark", "--data", ".", "-o", "out", "--num-refs", "0,four"],
     ["benchmark", "--data", ".", "-o", "out", "--presets", "sr5"],
     ["prepare-data", ".", "-o", "out", "--size", "0"],

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
 from instantrestore.imageio import IMAGE_EXTENSIONS, is_image_path, read_image, write_image
-from instantrestore.job import (REPORT_NAME, Person, PersonCaches, PhotoTask, RestoreSettings, RunPlan, RunReport,
-                                expand_inputs, failed_entry, load_pipeline, new_report, one_line, plan_run,
-                                read_manifest, read_references, remove_partial_files, run_local, tasks_from_inputs)
+from instantrestore.job import (REPORT_NAME, Person, PhotoTask, RayOptions, RestoreSettings, expand_inputs,
+                                load_pipeline, one_line, read_manifest, read_references, run_restore,
+                                tasks_from_inputs)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -66,8 +66,8 @@ def _restore_settings(args: argparse.Namespace) -> RestoreSettings:
                            upscale=args.upscale, ext=args.ext, suffix=args.suffix, seed=args.seed)
 
 
-def _restore_tasks(args: argparse.Namespace) -> tuple[list[PhotoTask], Person | None]:
-    """The run's photos, and the one person of --refs (None for a manifest, whose rows name their people)."""
+def _restore_tasks(args: argparse.Namespace) -> list[PhotoTask]:
+    """The run's photos, each with the person whose references restore it."""
     inputs = args.input + args.input_flag
     if args.manifest is not None:
         if inputs or args.refs:
@@ -75,21 +75,22 @@ def _restore_tasks(args: argparse.Namespace) -> tuple[list[PhotoTask], Person | 
         tasks = read_manifest(args.manifest)
         if not tasks:
             raise UsageError(f"--manifest {args.manifest}: no photos in it")
-        return tasks, None
+        return tasks
     photos = expand_inputs(inputs)
     if not photos:
         raise UsageError("no input images")
     person = Person("")
     if args.refs and args.num_refs > 0:
         person = Person("", files=tuple(_reference_files(args.refs)))
-    return tasks_from_inputs(photos, person), person
+    return tasks_from_inputs(photos, person)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     settings = _restore_settings(args)
-    tasks, refs_person = _restore_tasks(args)
+    tasks = _restore_tasks(args)
+    ray = None
     if args.engine == "ray":
         from instantrestore.ray_engine import import_ray
 
@@ -98,89 +99,27 @@ def cmd_restore(args: argparse.Namespace) -> int:
             _at_least("--workers", args.workers, 1)
         if args.num_cpus <= 0 or args.num_gpus < 0:
             raise UsageError("--num-cpus must be above 0 and --num-gpus at least 0")
+        ray = RayOptions(args.address, args.workers, args.num_cpus, args.num_gpus)
     elif args.address is not None or args.workers is not None or args.num_cpus != 1 or args.num_gpus != 0:
         raise UsageError("--address, --workers, --num-cpus and --num-gpus apply with --engine ray")
     out = _output_dir(args.output)
     pipeline = load_pipeline(settings, args.device)
+    # the face detector and background upsampler built now: a bad --detector is a usage error, not N failed photos
     if not settings.aligned or any(task.person.files for task in tasks):
-        pipeline.analyzer  # builds the face detector now: a bad --detector is a usage error, not N failed photos
-    upsampler = None
+        pipeline.analyzer
     if not settings.aligned:
-        upsampler = pipeline.background_upsampler(settings.upscale)  # loaded now for the same reason
+        pipeline.background_upsampler(settings.upscale)
         if settings.upscale == 1 and settings.bg_upsampler not in ("auto", "none"):
             print("note: --bg-upsampler applies with -s 2 or more; the background keeps its size", file=sys.stderr)
 
-    plan = plan_run(tasks, settings, out, args.overwrite)
-    report = RunReport(out / REPORT_NAME, new_report(settings, None if upsampler is None else upsampler.name))
-    caches = PersonCaches(pipeline, settings.num_refs, notify=lambda line: print(line, file=sys.stderr))
-    failed = 0
-
-    def on_entry(task: PhotoTask, entry: dict, announced: bool = False) -> None:
-        nonlocal failed
-        if entry["status"] != "ok":
-            failed += 1
-            if not announced:
-                _err(entry["status"])
-        for warning in entry["warnings"]:
-            print(f"warning: {task.photo}: {warning}", file=sys.stderr)
-        report.add(task, entry)
-
-    def progress(items, total: int = len(plan.to_restore)):
+    def progress(items, total: int):
         return tqdm(items, total=total, desc="restore", unit="photo", disable=args.quiet, dynamic_ncols=True)
 
-    if plan.resumed:
-        print(f"resuming: {plan.resumed} of {len(tasks)} photos were restored with the same settings by an "
-              f"earlier run into {out}; restoring the other {len(tasks) - plan.resumed}", file=sys.stderr)
-    try:
-        for task, entry in plan.known:  # refused by planning (reported like failures), or done by an earlier run
-            if entry["status"] == "ok":
-                report.add(task, entry)
-            else:
-                on_entry(task, entry)
-        report.write()  # at once: a rerun after a crash in the first photo resumes
-        if args.engine == "ray":
-            _restore_on_ray(args, plan, settings, out, caches, on_entry, progress)
-        else:
-            run_local(pipeline, plan, settings, out, caches, on_entry, progress)
-    finally:
-        _report_references(report.report, plan, caches, refs_person, args.manifest is not None)
-        report.write()
-        remove_partial_files(out)
-    done = len(tasks) - failed
-    print(f"restored {done}/{len(tasks)} photos -> {out} (report: {out / REPORT_NAME})")
-    return EXIT_OK if failed == 0 else EXIT_FAILED
-
-
-def _restore_on_ray(args: argparse.Namespace, plan: RunPlan, settings: RestoreSettings, out: Path,
-                    caches: PersonCaches, on_entry, progress) -> None:
-    """Each person's references encoded here once; the photos of people whose references failed are not sent."""
-    from instantrestore.ray_engine import run_on_ray
-
-    encoded, sent = {}, []
-    for task in plan.to_restore:
-        if task.person.label not in encoded:
-            encoded[task.person.label] = caches.encode(task.person)
-        cache, error = encoded.get(task.person.label, (None, None))
-        if error is not None:
-            on_entry(task, failed_entry(task, f"{task.photo}: {error}"), True)
-        else:
-            sent.append(task)
-    run_on_ray(sent, {label: cache for label, (cache, _) in encoded.items()}, settings, out, args.device, on_entry,
-               progress, address=args.address, workers=args.workers, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
-
-
-def _report_references(report: dict, plan: RunPlan, caches: PersonCaches, refs_person: Person | None,
-                       manifest: bool) -> None:
-    """report.json's references: `people` (refs -> section) for a manifest, else the one `references` section;
-    those of people whose photos an earlier run finished come from its report."""
-    earlier = plan.earlier_report or {}
-    if manifest:
-        sections = {**earlier.get("people", {}), **caches.sections}
-        labels = {task.person.label for task in plan.to_restore} | {task.person.label for task, _ in plan.known}
-        report["people"] = {label: sections[label] for label in sorted(labels) if label and label in sections}
-    else:
-        nothing = {"files": [], "used": 0, "notes": []}
-        report["references"] = caches.sections.get("", earlier.get("references", nothing))
+    summary = run_restore(pipeline, tasks, settings, out, lambda line: print(line, file=sys.stderr),
+                          manifest=args.manifest is not None, overwrite=args.overwrite, device=args.device, ray=ray,
+                          progress=progress)
+    print(f"restored {summary.total - summary.failed}/{summary.total} photos -> {out} (report: {out / REPORT_NAME})")
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------------------- degrade

@@ -413,15 +413,110 @@ class PersonCaches:
 
 # on_entry(task, entry, announced): announced when the entry's error was already shown (its person's line)
 OnEntry = Callable[[PhotoTask, dict, bool], None]
+# progress(items, total): the items, shown as they pass (the command line's bar with rate and ETA)
+Progress = Callable[[Iterable, int], Iterable]
 
 
 def run_local(pipeline: FaceRestorationPipeline, plan: RunPlan, settings: RestoreSettings, out: Path,
-              caches: PersonCaches, on_entry: OnEntry,
-              progress: Callable[[Iterable[PhotoTask]], Iterable[PhotoTask]] = iter) -> None:
+              caches: PersonCaches, on_entry: OnEntry, progress: Progress = lambda items, total: items) -> None:
     """Restore the plan's tasks in this process, one after the other."""
-    for task in progress(plan.to_restore):
+    for task in progress(plan.to_restore, len(plan.to_restore)):
         cache, error = caches.get(task.person)
         if error is not None:
             on_entry(task, failed_entry(task, f"{task.photo}: {error}"), True)
             continue
         on_entry(task, restore_photo(pipeline, task, cache, settings, out, replace=True), False)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how `--engine ray` runs (see ray_engine.run_on_ray)."""
+
+    address: str | None = None
+    workers: int | None = None
+    num_cpus: float = 1
+    num_gpus: float = 0
+
+
+def run_ray(pipeline: FaceRestorationPipeline, plan: RunPlan, settings: RestoreSettings, out: Path,
+            caches: PersonCaches, on_entry: OnEntry, progress: Progress, device: str, options: RayOptions) -> None:
+    """Restore the plan's tasks on a Ray cluster. Each person's references are encoded here, once; the photos of
+    people whose references failed are not sent."""
+    from instantrestore.ray_engine import run_on_ray
+
+    encoded: dict[str, tuple[ReferenceCache | None, str | None]] = {}
+    sent = []
+    for task in plan.to_restore:
+        if task.person.label not in encoded:
+            encoded[task.person.label] = caches.encode(task.person)
+        error = encoded[task.person.label][1]
+        if error is not None:
+            on_entry(task, failed_entry(task, f"{task.photo}: {error}"), True)
+        else:
+            sent.append(task)
+    run_on_ray(sent, {label: cache for label, (cache, _) in encoded.items()}, settings, out, device, on_entry,
+               progress, address=options.address, workers=options.workers, num_cpus=options.num_cpus,
+               num_gpus=options.num_gpus)
+
+
+@dataclass
+class RunSummary:
+    total: int
+    failed: int
+    resumed: int
+
+
+def run_restore(pipeline: FaceRestorationPipeline, tasks: list[PhotoTask], settings: RestoreSettings, out: Path,
+                notify: Callable[[str], None], *, manifest: bool = False, overwrite: bool = False,
+                device: str = "auto", ray: RayOptions | None = None,
+                progress: Progress = lambda items, total: items) -> RunSummary:
+    """A whole run: plan (resume), restore each photo here or on Ray (`ray`), report.json in `out` as photos
+    finish. Each failure and warning is one line to `notify`. `manifest`: the report has a `people` section
+    (refs -> what was used) rather than the one `references` section of --refs."""
+    plan = plan_run(tasks, settings, out, overwrite)
+    upsampler = None if settings.aligned else pipeline.background_upsampler(settings.upscale)
+    report = RunReport(out / REPORT_NAME, new_report(settings, None if upsampler is None else upsampler.name))
+    caches = PersonCaches(pipeline, settings.num_refs, notify)
+    failed = 0
+
+    def on_entry(task: PhotoTask, entry: dict, announced: bool = False) -> None:
+        nonlocal failed
+        if entry["status"] != "ok":
+            failed += 1
+            if not announced:
+                notify(f"error: {entry['status']}")
+        for warning in entry["warnings"]:
+            notify(f"warning: {task.photo}: {warning}")
+        report.add(task, entry)
+
+    if plan.resumed:
+        notify(f"resuming: {plan.resumed} of {len(tasks)} photos were restored with the same settings by an earlier "
+               f"run into {out}; restoring the other {len(tasks) - plan.resumed}")
+    try:
+        for task, entry in plan.known:  # done by an earlier run, or refused by planning (reported like failures)
+            if entry["status"] == "ok":
+                report.add(task, entry)
+            else:
+                on_entry(task, entry)
+        report.write()  # at once: a rerun after a crash in the first photo resumes
+        if ray is not None:
+            run_ray(pipeline, plan, settings, out, caches, on_entry, progress, device, ray)
+        else:
+            run_local(pipeline, plan, settings, out, caches, on_entry, progress)
+    finally:
+        report.report.update(_reference_sections(plan, caches, manifest))
+        report.write()
+        remove_partial_files(out)
+    return RunSummary(len(tasks), failed, plan.resumed)
+
+
+def _reference_sections(plan: RunPlan, caches: PersonCaches, manifest: bool) -> dict:
+    """report.json's `people` (refs -> section) for a manifest, else its one `references` section; those of
+    people whose photos an earlier run finished come from its report."""
+    earlier = plan.earlier_report or {}
+    if manifest:
+        sections = {**earlier.get("people", {}), **caches.sections}
+        labels = {task.person.label for task in plan.to_restore} | {task.person.label for task, _ in plan.known}
+        return {"people": {label: sections[label] for label in sorted(labels) if label and label in sections}}
+    nothing = {"files": [], "used": 0, "notes": []}
+    return {"references": caches.sections.get("", earlier.get("references", nothing))}

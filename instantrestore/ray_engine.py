@@ -15,10 +15,9 @@ import json
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
 
 from instantrestore.errors import ConfigError, InstantRestoreError
-from instantrestore.job import OnEntry, Person, PhotoTask, RestoreSettings, load_pipeline, restore_photo
+from instantrestore.job import OnEntry, Person, PhotoTask, Progress, RestoreSettings, load_pipeline, restore_photo
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'instantrestore[ray]'"
 # How many people's caches an actor keeps; its photos come grouped by person (job.plan_run), so a few suffice.
@@ -75,7 +74,7 @@ def cluster_workers(ray, num_cpus: float, num_gpus: float) -> int:
 
 def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: RestoreSettings, out: Path,
                device: str, on_entry: OnEntry,
-               progress: Callable[[Iterable, int], Iterable] = lambda rows, total: rows, address: str | None = None,
+               progress: Progress = lambda rows, total: rows, address: str | None = None,
                workers: int | None = None, num_cpus: float = 1, num_gpus: float = 0) -> None:
     """Restore `tasks` on a Ray cluster: the one this process already joined, else the one at `address`
     ("auto": the `ray start --head` of this machine), else a new local one. `caches` maps each person's label

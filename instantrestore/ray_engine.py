@@ -92,7 +92,9 @@ def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: Rest
     rows = [{"index": task.index, "photo": str(task.photo.resolve()), "name": task.name,
              "person": task.person.label, "ext": task.ext or ""} for task in tasks]
     size = workers or cluster_workers(ray, num_cpus, num_gpus)
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * size)))
+    # One photo a block: Ray Data returns a block when all of it is done, so each entry comes back (and the report
+    # and the progress bar move) as its photo is restored, and a retry after a lost actor redoes one photo.
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     results = dataset.map_batches(
         RestoreWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=size), num_cpus=num_cpus,
         num_gpus=num_gpus,

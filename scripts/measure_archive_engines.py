@@ -4,8 +4,8 @@ overhead per photo (docs/archives.md).
     python scripts/measure_archive_engines.py --photos 100 --workers 2 [--model default]
 
 An archive of CelebA photos from ../shared (10 per person, each person's first two photos as their references)
-is restored twice into fresh folders: by `job.run_local` in this process (torch on every core), then by
-`ray_engine.run_on_ray` on a new local cluster of WORKERS actors with one CPU (one torch thread) each. Each entry's
+is restored into fresh folders by `job.run_local` in this process (torch on every core, then on one thread),
+then by `ray_engine.run_on_ray` on a new local cluster of WORKERS actors with one CPU (one torch thread) each. Each entry's
 arrival is timed. Reported: the wall time with start-up (model load; for Ray, the cluster and its actors), the
 steady rate (first entry to last), the job's own seconds per photo (report.json's `seconds`), and the Ray path's
 overhead per photo: WORKERS / steady rate - the job's seconds (what a photo costs an actor beyond restoring it).
@@ -21,6 +21,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from instantrestore.job import (PersonCaches, RestoreSettings, load_pipeline, plan_run, read_manifest,
                                 run_local)
@@ -70,14 +72,19 @@ def main() -> None:
         tasks = read_manifest(build_archive(root, args.photos))
         results = []
 
-        start = time.monotonic()
-        pipeline = load_pipeline(settings, "cpu")
-        plan = plan_run(tasks, settings, root / "local", overwrite=False)
-        arrivals, entries = [], []
-        run_local(pipeline, plan, settings, root / "local", PersonCaches(pipeline, settings.num_refs, print),
-                  lambda task, entry, announced: (arrivals.append(time.monotonic()), entries.append(entry)))
-        results.append(summary("1 process", start, arrivals, entries, 1))
-        print(json.dumps(results[-1]), flush=True)
+        cores = torch.get_num_threads()
+        for threads in (cores, 1):  # torch's default (every core), and one thread as each Ray actor has
+            torch.set_num_threads(threads)
+            out = root / f"local-{threads}"
+            start = time.monotonic()
+            pipeline = load_pipeline(settings, "cpu")
+            plan = plan_run(tasks, settings, out, overwrite=False)
+            arrivals, entries = [], []
+            run_local(pipeline, plan, settings, out, PersonCaches(pipeline, settings.num_refs, print),
+                      lambda task, entry, announced: (arrivals.append(time.monotonic()), entries.append(entry)))
+            results.append(summary(f"1 process, {threads} torch thread(s)", start, arrivals, entries, 1))
+            print(json.dumps(results[-1]), flush=True)
+        torch.set_num_threads(cores)
 
         import ray
 
@@ -86,17 +93,19 @@ def main() -> None:
         start = time.monotonic()
         ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="ERROR")
         caches = PersonCaches(pipeline, settings.num_refs, print)  # the driver encodes each person once
-        encoded = {task.person.label: caches.encode(task.person)[0] for task in plan.to_restore}
+        encoded = {task.person.label: caches.encode(task.person)[0] for task in tasks}
         arrivals, entries = [], []
-        run_on_ray(plan.to_restore, encoded, settings, root / "ray", "cpu",
+        run_on_ray(tasks, encoded, settings, root / "ray", "cpu",
                    lambda task, entry, announced: (arrivals.append(time.monotonic()), entries.append(entry)),
                    workers=args.workers)
         results.append(summary(f"Ray, {args.workers} workers", start, arrivals, entries, args.workers))
         print(json.dumps(results[-1]), flush=True)
         ray.shutdown()
-        same = all((root / "local" / p.relative_to(root / "ray")).read_bytes() == p.read_bytes()
-                   for p in (root / "ray").rglob("*.*") if p.is_file())
-        print(f"outputs identical byte for byte: {same}")
+        for threads in (cores, 1):
+            local = root / f"local-{threads}"
+            differ = [str(p.relative_to(root / "ray")) for p in sorted((root / "ray").rglob("*.*"))
+                      if (local / p.relative_to(root / "ray")).read_bytes() != p.read_bytes()]
+            print(f"Ray vs 1 process with {threads} torch thread(s): {len(differ)} files differ {differ[:4]}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -79,10 +80,13 @@ def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: Rest
     """Restore `tasks` on a Ray cluster: the one this process already joined, else the one at `address`
     ("auto": the `ray start --head` of this machine), else a new local one. `caches` maps each person's label
     to their encoded references (or None). Each entry reaches `on_entry` as its photo is done."""
+    if not tasks:  # everything was done by an earlier run (or refused): no cluster to start
+        return
     ray = import_ray()
     if not ray.is_initialized():
-        options = {"include_dashboard": False} if address is None else {}  # only a new cluster takes it
-        ray.init(address=address, logging_level=logging.ERROR, configure_logging=True, **options)
+        new_cluster = address is None and not os.environ.get("RAY_ADDRESS")
+        options = {"include_dashboard": False} if new_cluster else {}  # joining a cluster, Ray refuses the option
+        ray.init(address=address, logging_level=logging.ERROR, **options)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows its own (`progress`)
 

@@ -93,6 +93,21 @@ def test_a_typed_model_path_is_refused(page_app, shared, tmp_path, monkeypatch):
         dropdowns[0].preprocess("/etc/passwd")
 
 
+def test_uploads_are_capped(monkeypatch, capsys):
+    gr = pytest.importorskip("gradio")
+    from instantrestore.app import MAX_UPLOAD
+
+    launched = {}
+
+    def launch(page, **kwargs):
+        launched.update(kwargs)
+        raise OSError("stopped by the test")
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    assert main(["app", "--model", "bicubic"]) == 2 and "stopped by the test" in capsys.readouterr().err
+    assert launched["max_file_size"] == MAX_UPLOAD
+
+
 def test_models_named_at_start_are_offered(tmp_path):
     pytest.importorskip("gradio")
     from instantrestore.app import RestoreApp

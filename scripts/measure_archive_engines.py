@@ -1,14 +1,15 @@
 """Photos per second of `restore --manifest` on one process and on a local Ray cluster, and the Ray path's
 overhead per photo (docs/archives.md).
 
-    python scripts/measure_archive_engines.py --photos 100 --workers 2 [--model default]
+    python scripts/measure_archive_engines.py --photos 100 --workers 2 [--threads 0 1] [--model default]
 
 An archive of CelebA photos from ../shared (10 per person, each person's first two photos as their references)
-is restored into fresh folders by `job.run_local` in this process (torch on every core, then on one thread),
-then by `ray_engine.run_on_ray` on a new local cluster of WORKERS actors with one CPU (one torch thread) each. Each entry's
-arrival is timed. Reported: the wall time with start-up (model load; for Ray, the cluster and its actors), the
-steady rate (first entry to last), the job's own seconds per photo (report.json's `seconds`), and the Ray path's
-overhead per photo: WORKERS / steady rate - the job's seconds (what a photo costs an actor beyond restoring it).
+is restored into fresh folders by `job.run_local` in this process (with each --threads count of torch threads,
+0: every core), then by `ray_engine.run_on_ray` on a new local cluster of WORKERS actors with one CPU (one torch
+thread) each. Each entry's arrival is timed. Reported: the wall time with start-up (model load; for Ray, the
+cluster and its actors), the steady rate (first entry to last), the job's own seconds per photo (report.json's
+`seconds`), and the Ray path's overhead per photo: WORKERS / steady rate - the job's seconds (what a photo costs
+an actor beyond restoring it).
 The driver encodes the references with one torch thread, as the actors restore, so that the outputs can be
 compared byte for byte with those of a one-thread process.
 """

@@ -175,8 +175,20 @@ def archive(shared, tiny_instantrestore_dir, tmp_path_factory):
     return argv, root / "one-process"
 
 
+def _descends_from_this_process(pid: int) -> bool:
+    """Whether `pid` belongs to the cluster this test started (another cluster may run on the machine)."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def _map_workers() -> list[int]:
-    """The process ids of Ray Data's actors (their title: ray::MapWorker(...))."""
+    """The process ids of this cluster's Ray Data actors (their title: ray::MapWorker(...))."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
@@ -184,7 +196,7 @@ def _map_workers() -> list[int]:
                 pids.append(int(proc.name))
         except OSError:
             continue
-    return pids
+    return [pid for pid in pids if _descends_from_this_process(pid)]
 
 
 def test_ray_equals_one_process_with_a_worker_killed_mid_run(ray_cluster, archive, tmp_path, monkeypatch):

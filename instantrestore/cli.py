@@ -9,18 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import zlib
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
-from instantrestore.imageio import IMAGE_EXTENSIONS, is_image_path, read_image, write_bytes, write_image
-
-if TYPE_CHECKING:  # torch stays unimported until a command needs it
-    from instantrestore.pipeline import FaceRestorationPipeline
-    from instantrestore.references import ReferenceCache
+from instantrestore.imageio import IMAGE_EXTENSIONS, is_image_path, read_image, write_image
+from instantrestore.job import (REPORT_NAME, Person, PhotoTask, RestoreSettings, expand_inputs,
+                                load_pipeline, one_line, read_manifest, read_references, run_local, run_restore,
+                                tasks_from_inputs)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -31,12 +27,6 @@ class UsageError(Exception):
 
 def _err(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-
-
-def _named(path: Path, err: Exception) -> str:
-    """One line that names the file."""
-    message = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return message if message.startswith(str(path)) else f"{path}: {message}"
 
 
 def _output_dir(raw: str) -> Path:
@@ -55,18 +45,6 @@ def _at_least(flag: str, value: int, minimum: int) -> int:
     return value
 
 
-def expand_inputs(paths: list[str]) -> list[Path]:
-    """Files as given, directories expanded to their image files (sorted)."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p)))
-        else:
-            files.append(path)
-    return files
-
-
 def _reference_files(refs: list[str]) -> list[Path]:
     for raw in refs:
         if not Path(raw).exists():
@@ -74,52 +52,8 @@ def _reference_files(refs: list[str]) -> list[Path]:
     return expand_inputs(refs)
 
 
-def _load(args: argparse.Namespace):
-    from instantrestore.api import load_restorer
-
-    return load_restorer(args.model, device=args.device, weights=args.weights, bg_upsampler=args.bg_upsampler,
-                         bg_tile=args.bg_tile, fidelity=args.fidelity, identity_model_path=args.identity_model,
-                         detector=args.detector, detail_strength=args.detail_strength)
-
-
-def _read_references(files: list[Path]) -> tuple[list, list[str]]:
-    """The readable references, and a warning line for each one that is not."""
-    images, warnings = [], []
-    for path in files:
-        try:
-            images.append(read_image(path))
-        except InstantRestoreError as err:
-            warnings.append(f"warning: reference skipped: {_named(path, err)}")
-    return images, warnings
-
-
-def encode_reference_files(restorer: FaceRestorationPipeline, files: list[Path],
-                           num_refs: int) -> tuple[ReferenceCache | None, dict, list[str]]:
-    """`restore`'s references (shared with the web app): the cache (None when no face is usable), the
-    report.json section, and the lines to show the user."""
-    images, messages = _read_references(files)
-    cache = restorer.encode_references(images, num_refs=num_refs)
-    ref_report = {"files": [str(p) for p in files], "used": len(cache), "notes": cache.notes}
-    messages += [f"references: {note}" for note in cache.notes]
-    if len(cache) == 0:
-        messages.append("warning: no usable reference face; restoring blind")
-        cache = None
-    return cache, ref_report, messages
-
-
-def new_report(model: str, ref_report: dict, identity_model: str = "dlib", bg_upsampler: str | None = None) -> dict:
-    """report.json of `restore`, before its inputs."""
-    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": model,
-            "identity_model": identity_model, "bg_upsampler": bg_upsampler, "references": ref_report, "inputs": []}
-
-
 # ----------------------------------------------------------------------------------------- restore
-def cmd_restore(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    inputs = expand_inputs(args.input + args.input_flag)
-    if not inputs:
-        raise UsageError("no input images")
+def _restore_settings(args: argparse.Namespace) -> RestoreSettings:
     _at_least("--num-refs", args.num_refs, 0)
     if not 0 <= args.detail_strength <= 1:
         raise UsageError(f"--detail-strength {args.detail_strength}: expected a number from 0 to 1")
@@ -128,95 +62,66 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.ext != "auto" and not is_image_path(Path(f"output.{args.ext}")):
         formats = ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
         raise UsageError(f"--ext {args.ext}: not an image format (auto, {formats})")
+    return RestoreSettings(model=args.model, weights=args.weights, fidelity=args.fidelity, detector=args.detector,
+                           identity_model=args.identity_model, bg_upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
+                           num_refs=args.num_refs, detail_strength=args.detail_strength, aligned=args.aligned, only_center_face=args.only_center_face,
+                           upscale=args.upscale, ext=args.ext, suffix=args.suffix, seed=args.seed)
+
+
+def _restore_tasks(args: argparse.Namespace) -> list[PhotoTask]:
+    """The run's photos, each with the person whose references restore it."""
+    inputs = args.input + args.input_flag
+    if args.manifest is not None:
+        if inputs or args.refs:
+            raise UsageError("--manifest names the photos and their references: give no INPUT nor --refs with it")
+        tasks = read_manifest(args.manifest)
+        if not tasks:
+            raise UsageError(f"--manifest {args.manifest}: no photos in it")
+        return tasks
+    photos = expand_inputs(inputs)
+    if not photos:
+        raise UsageError("no input images")
+    person = Person("")
+    if args.refs and args.num_refs > 0:
+        person = Person("", files=tuple(_reference_files(args.refs)))
+    return tasks_from_inputs(photos, person)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    settings = _restore_settings(args)
+    tasks = _restore_tasks(args)
+    engine = run_local
+    if args.engine == "ray":
+        from instantrestore.ray_engine import RayEngine, import_ray
+
+        import_ray()  # a missing extra is one line before any model loads
+        if args.workers is not None:
+            _at_least("--workers", args.workers, 1)
+        if args.num_cpus <= 0 or args.num_gpus < 0:
+            raise UsageError("--num-cpus must be above 0 and --num-gpus at least 0")
+        engine = RayEngine(args.device, args.address, args.workers, args.num_cpus, args.num_gpus)
+    elif args.address is not None or args.workers is not None or args.num_cpus != 1 or args.num_gpus != 0:
+        raise UsageError("--address, --workers, --num-cpus and --num-gpus apply with --engine ray")
     out = _output_dir(args.output)
-    input_set = {path.resolve() for path in inputs}
-    restorer = _load(args)
-    if not args.aligned or args.refs:
-        restorer.analyzer  # builds the face detector now: a bad --detector is a usage error, not N failed photos
-    upsampler = None
-    if not args.aligned:
-        upsampler = restorer.background_upsampler(args.upscale)  # loaded now for the same reason
-        if args.upscale == 1 and args.bg_upsampler not in ("auto", "none"):
+    pipeline = load_pipeline(settings, args.device)
+    # the face detector and background upsampler built now: a bad --detector is a usage error, not N failed photos
+    if not settings.aligned or any(task.person.files for task in tasks):
+        pipeline.analyzer
+    if not settings.aligned:
+        pipeline.background_upsampler(settings.upscale)
+        if settings.upscale == 1 and settings.bg_upsampler not in ("auto", "none"):
             print("note: --bg-upsampler applies with -s 2 or more; the background keeps its size", file=sys.stderr)
 
-    cache, ref_report = None, {"files": [], "used": 0, "notes": []}
-    if args.refs and args.num_refs > 0:
-        cache, ref_report, messages = encode_reference_files(restorer, _reference_files(args.refs), args.num_refs)
-        for message in messages:
-            print(message, file=sys.stderr)
+    def progress(items, total: int):
+        return tqdm(items, total=total, desc="restore", unit="photo", disable=args.quiet, dynamic_ncols=True)
 
-    report = new_report(args.model, ref_report, args.identity_model or "dlib",
-                        None if upsampler is None else upsampler.name)
-    failed = 0
-    for path in tqdm(inputs, desc="restore", unit="photo", disable=args.quiet):
-        entry = restore_photo(path, restorer, cache, args, out, input_set)
-        if entry["status"] != "ok":
-            failed += 1
-            _err(entry["status"])
-        for warning in entry["warnings"]:
-            print(f"warning: {path}: {warning}", file=sys.stderr)
-        report["inputs"].append(entry)
-        # Rewritten after every photo so an interrupted run still leaves a valid report of what is done.
-        write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
-    done = len(inputs) - failed
-    print(f"restored {done}/{len(inputs)} photos -> {out} (report: {out / 'report.json'})")
-    return EXIT_OK if failed == 0 else EXIT_FAILED
-
-
-def restore_photo(path: Path, restorer: FaceRestorationPipeline, cache: ReferenceCache | None, args: argparse.Namespace,
-                  out: Path, input_set: set[Path]) -> dict:
-    """One input of `restore` (shared with the web app): outputs written under `out`, and its report.json
-    entry, with a one-line `status` naming the file when it failed."""
-    start = time.perf_counter()
-    entry = {"input": str(path), "status": "ok", "faces": 0, "identity": [], "outputs": [], "warnings": []}
-    try:
-        entry.update(_restore_one(path, restorer, cache, args, out, input_set))
-    except (InstantRestoreError, FileExistsError, OSError) as err:
-        entry["status"] = _named(path, err)
-    entry["seconds"] = round(time.perf_counter() - start, 3)
-    return entry
-
-
-def _output_paths(path: Path, args: argparse.Namespace, out: Path, has_alpha: bool) -> Path:
-    ext = path.suffix.lstrip(".").lower() if args.ext == "auto" else args.ext
-    if has_alpha and ext in ("jpg", "jpeg"):
-        ext = "png"  # keep the alpha channel
-    suffix = f"_{args.suffix}" if args.suffix else ""
-    return out / "restored_imgs" / f"{path.stem}{suffix}.{ext}"
-
-
-def _restore_one(path: Path, restorer, cache, args, out: Path, input_set: set[Path]) -> dict:
-    image = read_image(path, keep_alpha=True)
-    alpha = image[..., 3] if image.shape[2] == 4 else None
-    rgb = image[..., :3]
-    whole_path = _output_paths(path, args, out, alpha is not None)
-    if whole_path.resolve() in input_set:
-        raise InstantRestoreError(f"{path}: output {whole_path} would overwrite an input")
-    if whole_path.exists() and not args.overwrite:
-        raise FileExistsError(f"{path}: output {whole_path} exists; pass --overwrite to replace it")
-
-    if args.aligned:
-        restored, weights = restorer.restore_faces_with_weights([rgb], refs=cache, seed=args.seed)
-        crops, faces, whole = [rgb], restored, restored[0]
-        identity = restorer.identity_to_references(restored, cache)
-        warnings: list[str] = []
-    else:
-        result = restorer.restore(rgb, refs=cache, seed=args.seed, only_center_face=args.only_center_face,
-                                  upscale=args.upscale, alpha=alpha)
-        crops = [face.cropped for face in result.faces]
-        faces = [face.restored for face in result.faces]
-        identity = [face.identity for face in result.faces]
-        weights = [face.reference_weights for face in result.faces]
-        whole, warnings = result.image, result.warnings
-
-    outputs = []
-    for k, (crop, face) in enumerate(zip(crops, faces)):
-        outputs.append(write_image(out / "cropped_faces" / f"{path.stem}_{k}.png", crop, args.overwrite))
-        outputs.append(write_image(out / "restored_faces" / f"{path.stem}_{k}.png", face, args.overwrite))
-    outputs.append(write_image(whole_path, whole, args.overwrite))
-    return {"faces": len(faces), "identity": [None if s is None else round(s, 4) for s in identity],
-            "reference_weights": weights,
-            "outputs": [str(p) for p in outputs], "warnings": warnings}
+    summary = run_restore(pipeline, tasks, settings, out, lambda line: print(line, file=sys.stderr),
+                          manifest=args.manifest is not None, overwrite=args.overwrite, engine=engine,
+                          progress=progress)
+    print(f"restored {summary.total - summary.failed}/{summary.total} photos -> {out} (report: {out / REPORT_NAME})")
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------------------- degrade
@@ -238,7 +143,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
             write_image(target, degrade(read_image(path), args.preset, seed), args.overwrite)
         except (InstantRestoreError, FileExistsError, OSError) as err:
             failed += 1
-            _err(_named(path, err))
+            _err(one_line(path, err))
     print(f"degraded {len(inputs) - failed}/{len(inputs)} photos with '{args.preset}' -> {out}")
     return EXIT_OK if failed == 0 else EXIT_FAILED
 
@@ -325,7 +230,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
     if args.b:
         ref_images = [read_image(args.b)]  # a missing B fails like A
     else:
-        ref_images, read_warnings = _read_references(ref_paths)
+        ref_images, read_warnings = read_references(ref_paths)
         for warning in read_warnings:
             print(warning, file=sys.stderr)
     ref_crops, ref_notes = analyzer.reference_crops(ref_images, model)
@@ -368,7 +273,7 @@ def cmd_app(args: argparse.Namespace) -> int:
             raise
         raise UsageError("the web app needs gradio: pip install 'instantrestore[app]'") from None
     try:
-        serve(model=args.model, host=args.host, port=args.port, share=args.share, device=args.device)
+        serve(models=args.model, host=args.host, port=args.port, share=args.share, device=args.device)
     except OSError as err:  # the port is taken, or the address is not this machine's
         raise UsageError(f"cannot serve on {args.host}:{args.port} ({str(err).split('. ')[0]})") from None
     return EXIT_OK
@@ -405,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", dest="input_flag", action="append", default=[], help="as GFP-GAN: a photo or directory")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--refs", nargs="+", default=None, help="reference photos of the same person (files or a directory)")
+    p.add_argument("--manifest", default=None, metavar="CSV",
+                   help="an archive: a CSV with the header photo,refs,output, one photo a row (refs: a folder of the "
+                        "person's photos or a saved reference cache, may be empty; output: optional name; relative "
+                        "paths are relative to the CSV). A rerun into the same -o with the same settings skips "
+                        "what is done")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray cluster, one loaded model per actor (pip install "
+                        "'instantrestore[ray]'; -o must be a folder every node sees)")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="with --engine ray: the cluster to join (auto: the `ray start --head` of this machine); "
+                        "default: RAY_ADDRESS, else a new cluster on this machine")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --engine ray: actors, each with one loaded model (default: as many as the cluster "
+                        "has room for)")
+    p.add_argument("--num-cpus", type=float, default=1, metavar="C", help="with --engine ray: CPUs per actor")
+    p.add_argument("--num-gpus", type=float, default=0, metavar="G",
+                   help="with --engine ray: GPUs per actor (0.5: two actors share a GPU)")
     p.add_argument("--num-refs", type=int, default=4, help="use up to K references; 0 restores blind")
     p.add_argument("--detail-strength", type=float, default=1.0, metavar="S",
                    help="full-resolution detail from the references (and from a large input face itself), after "
@@ -490,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("app", help="the web page: restore a photo in the browser (needs instantrestore[app])")
-    p.add_argument("--model", default="default", help="model selected first (default, gfpgan, bicubic, DIR, .pth)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
+                   help="a model to offer besides the packaged ones (repeatable; the first is selected first): a "
+                        "name, a model directory or a GFP-GAN .pth. The page loads no other")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the local network)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link (online only)")

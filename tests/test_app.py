@@ -50,8 +50,8 @@ def page_app():
     assert not app.workdir.exists()
 
 
-def _restore(app, photo, refs=(), session=None, kind="auto-detect", model="bicubic", num_refs=4):
-    return app.restore(str(photo), kind, [str(r) for r in refs], model, num_refs, False, 1, 0, session,
+def _restore(app, photo, refs=(), session=None, kind="auto-detect", model="bicubic", num_refs=4, detail_strength=1):
+    return app.restore(str(photo), kind, [str(r) for r in refs], model, num_refs, detail_strength, False, 1, 0, session,
                        progress=_no_op_progress)
 
 
@@ -72,8 +72,51 @@ def test_bad_inputs_get_the_cli_line(page_app, shared, tmp_path, monkeypatch):
     status, *_ = _restore(page_app, photo)
     assert status == "error: Blake_Lively.jpg: 700x464 is larger than 1000 pixels; refusing to decode"
 
-    status, *_ = _restore(page_app, photo, model=str(tmp_path / "no-such-model"))
-    assert status.startswith("error: ") and "no-such-model" in status and "\n" not in status
+
+
+def test_a_typed_model_path_is_refused(page_app, shared, tmp_path, monkeypatch):
+    """With --share anyone can press Restore: the page must not open a file a request names."""
+    import gradio as gr
+
+    from instantrestore import app as app_module
+
+    opened = []
+    monkeypatch.setattr(app_module, "load_restorer", lambda *args, **kwargs: opened.append(args) or None)
+    for typed in (str(tmp_path / "no-such-model"), "/etc/passwd", "gfpgan-v1.4"):
+        status, comparison, *_ = _restore(page_app, shared / PHOTO, model=typed)
+        assert status.startswith(f"error: model {typed!r} is not offered by this page") and comparison is None
+        assert "\n" not in status
+    assert opened == []
+    dropdowns = [block for block in page_app.build().blocks.values() if isinstance(block, gr.Dropdown)]
+    assert [d.choices for d in dropdowns] == [[(m, m) for m in page_app.models]]
+    with pytest.raises(gr.Error):  # gradio itself refuses a value the dropdown does not offer
+        dropdowns[0].preprocess("/etc/passwd")
+
+
+def test_uploads_are_capped(monkeypatch, capsys):
+    gr = pytest.importorskip("gradio")
+    from instantrestore.app import MAX_UPLOAD
+
+    launched = {}
+
+    def launch(page, **kwargs):
+        launched.update(kwargs)
+        raise OSError("stopped by the test")
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    assert main(["app", "--model", "bicubic"]) == 2 and "stopped by the test" in capsys.readouterr().err
+    assert launched["max_file_size"] == MAX_UPLOAD
+
+
+def test_models_named_at_start_are_offered(tmp_path):
+    pytest.importorskip("gradio")
+    from instantrestore.app import RestoreApp
+
+    app = RestoreApp(["runs/mine/final", "bicubic"], workdir=str(tmp_path))
+    try:
+        assert app.models[:3] == ["runs/mine/final", "bicubic", "default"] and app.models.count("bicubic") == 1
+    finally:
+        app.close()
 
 
 def test_reference_cache_is_kept_downloaded_and_reloaded(page_app, shared, tmp_path):
@@ -102,7 +145,7 @@ def test_model_choices_are_what_loads_offline(page_app, tmp_path, monkeypatch):
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "GFPGANv1.4.pth").write_bytes(b"present")  # official weights put in place by hand
     (tmp_path / "weights" / "RealESRGAN_x2plus.pth").write_bytes(b"present")  # a background upsampler: not a face model
-    assert model_choices("runs/mine/final") == ["runs/mine/final", "default", "gfpgan", "bicubic", "gfpgan-v1.4"]
+    assert model_choices(["runs/mine/final"]) == ["runs/mine/final", "default", "gfpgan", "bicubic", "gfpgan-v1.4"]
 
 
 def test_missing_gradio_names_the_extra(monkeypatch, capsys):

@@ -89,12 +89,19 @@ def test_bad_inputs_fail_alone(photo_batch, tmp_path, capsys):
     assert _digest(photo_batch) == before
 
 
-def test_existing_output_needs_overwrite(shared, tmp_path):
+def test_existing_output_needs_overwrite(shared, tmp_path, capsys):
+    """The same run again skips the finished photo; other settings do not replace its outputs without --overwrite."""
     photo = shared / "data/real-lq/whole_imgs/00.jpg"
     args = ["restore", str(photo), "-o", str(tmp_path), "--model", "bicubic", "-q"]
     assert main(args) == 0
-    assert main(args) == 1
-    assert main(args + ["--overwrite"]) == 0
+    written = (tmp_path / "restored_imgs" / "00.jpg").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "resuming: 1 of 1 photos" in capsys.readouterr().err
+    assert (tmp_path / "restored_imgs" / "00.jpg").stat().st_mtime_ns == written
+    assert main(args + ["--seed", "1"]) == 1
+    assert "exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert main(args + ["--seed", "1", "--overwrite"]) == 0
+    assert (tmp_path / "restored_imgs" / "00.jpg").stat().st_mtime_ns != written
 
 
 def test_aligned_crops_with_suffix_and_ext(shared, tmp_path):
@@ -124,6 +131,9 @@ def test_a_file_system_error_is_one_line(shared, tmp_path, capsys):
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--detail-strength", "1.5"],
     ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--ext", "bmpx"],
     ["restore", "x.jpg", "-o", "a_file/out", "--model", "bicubic"],
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--workers", "2"],  # applies with --engine ray
+    ["restore", "x.jpg", "-o", "out", "--model", "bicubic", "--engine", "ray", "--workers", "0"],
+    ["restore", "x.jpg", "--manifest", "photos.csv", "-o", "out", "--model", "bicubic"],
     ["benchmark", "--data", ".", "-o", "out", "--num-refs", "0,four"],
     ["benchmark", "--data", ".", "-o", "out", "--presets", "sr5"],
     ["prepare-data", ".", "-o", "out", "--size", "0"],

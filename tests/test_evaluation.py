@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,31 @@ def test_sharpness_is_detail_relative_to_the_ground_truth(rng):
     assert 0 < metrics.sharpness(softer, face) < 0.5
     assert metrics.sharpness(face, softer) > 2
     assert metrics.sharpness(np.full_like(face, 90), face) == 0.0
+
+
+def test_niqe_matches_basicsr():
+    """Golden values written by basicsr 1.4.2's own niqe.py (scripts/measure/make_niqe_fixture.py); the residue is
+    basicsr's float32 resize, whose rounding moves the AGGD table look-up."""
+    from skimage import data
+
+    golden = json.loads((Path(__file__).parent / "fixtures" / "niqe_basicsr.json").read_text())["niqe"]
+    assert set(golden) == {"astronaut", "coffee"}
+    for name, value in golden.items():
+        assert metrics.niqe(getattr(data, name)()) == pytest.approx(value, abs=1e-3)
+
+
+def test_niqe_rises_with_blur_and_refuses_small_images(rng):
+    import cv2
+    from skimage import data
+
+    photo = data.astronaut()
+    assert metrics.niqe(cv2.GaussianBlur(photo, (0, 0), 2)) > metrics.niqe(photo) + 1
+    with pytest.raises(ValueError, match="at least 192 px"):
+        metrics.niqe(photo[:128, :128])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        metrics.niqe(photo.astype(np.float32))
+    face = photo[:128, 192:320]  # a 128-px crop is scored at 512 px, as faces in the benchmark are
+    assert metrics.niqe_at_face_size(face) == metrics.niqe(np.asarray(Image.fromarray(face).resize((512, 512), Image.BICUBIC)))
 
 
 def test_bootstrap_ci(rng):
@@ -160,7 +186,7 @@ def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
                     "sec_per_face", "peak_rss_mb"):
             assert key in row
         assert row["n"] == 2 and row["preset"] == "sr8"
-        for metric in ("psnr", "ssim", "identity", "lmd", "sharpness"):
+        for metric in ("psnr", "ssim", "identity", "lmd", "sharpness", "niqe"):
             assert isinstance(row[metric], float) and isinstance(row[f"{metric}_ci95"], float)
     rows = {(row["method"], row["num_refs"]): row for row in saved["rows"]}
     # Bicubic restores nothing: its fidelity is the degraded input's (up to the 192->512->192 resize).

@@ -39,7 +39,7 @@ from instantrestore.data.prepare import DataIndex, load_index
 from instantrestore.degradations import degrade, get_preset
 from instantrestore.errors import ConfigError
 from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
-                                               landmark_distance, lpips_metric, ms_ssim,
+                                               landmark_distance, lpips_metric, ms_ssim, niqe_at_face_size,
                                                paired_difference, psnr, sharpness, ssim)
 from instantrestore.faces import load_identity_model
 from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
@@ -55,7 +55,7 @@ _FRLL_NAME = re.compile(r"_(\d\d)$")
 FRLL_TARGET_VIEW = "03"
 FRLL_REFERENCE_VIEWS = ("08", "02", "04", "07", "09", "01", "05", "06", "10")
 # Which way each metric is better, for the paired comparisons.
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "lmd": False}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "lmd": False, "niqe": False}
 GRID_THUMB = 160
 
 
@@ -144,7 +144,7 @@ class FaceScorer:
 
     @property
     def metric_names(self) -> list[str]:
-        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips", "sharpness"]
+        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips", "sharpness", "niqe"]
 
     @property
     def measured_names(self) -> list[str]:
@@ -172,6 +172,7 @@ class FaceScorer:
         scores["lmd"] = landmark_distance(restored, target, self.landmarks_68)
         scores["lpips"] = self.lpips(restored, target) if self.lpips is not None else None
         scores["sharpness"] = sharpness(restored, target)
+        scores["niqe"] = niqe_at_face_size(restored)
         return scores
 
 
@@ -452,7 +453,7 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     identity_columns = [key for key in results["rows"][0] if key.startswith("identity") and not key.endswith("_ci95")]
     columns = [("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3), ("ms_ssim", "MS-SSIM↑", 3), ("lpips", "LPIPS↓", 3),
                *[(c, "ID (dlib)↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2),
-               ("sharpness", "Sharpness", 2)]
+               ("sharpness", "Sharpness", 2), ("niqe", "NIQE↓", 2)]
     lines = [f"# Benchmark ({results['created']})", "",
              f"Data: `{results['data']}`, split `{results['split']}`, {len(results['people'])} people, "
              f"one held-out photo each; seed {results['seed']}.",
@@ -461,7 +462,9 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
              "restored and ground-truth descriptors under the named net (dlib and faceres are unrelated nets: "
              "two opinions). LMD: mean distance of 68 landmarks, "
              "pixels at 512. Sharpness: mean absolute Laplacian over the ground truth's (1: as much fine detail; "
-             "noise counts as detail, so read it beside PSNR). Time: seconds per face restored (reference encoding not included); "
+             "noise counts as detail, so read it beside PSNR). NIQE: no-reference naturalness of the restored face "
+             "alone, at 512 px (lower is better; it does not look at the ground truth). "
+             "Time: seconds per face restored (reference encoding not included); "
              "peak RSS: resident memory of the benchmark process while the method ran.", ""]
     if results["left_out"]:
         lines += [f"Left out (too few other photos): {', '.join(results['left_out'])}.", ""]

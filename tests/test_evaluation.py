@@ -221,16 +221,18 @@ def test_model_labels():
 
 
 # ------------------------------------------------------------------------------------------------ identity nets
-def test_faceres_column_is_null_without_its_weights(tiny_data, tmp_path, monkeypatch):
+def test_identity_nets_columns_are_null_without_their_weights(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path / "home"))  # no faceres files there
     results = run_benchmark(tiny_data, tmp_path / "bench", models=["degraded"], presets=["sr8"], num_refs=[0],
                             progress=False)
     row = results["rows"][0]
     assert isinstance(row["identity"], float)
     assert row["identity_faceres"] is None and row["identity_faceres_ci95"] is None
-    assert results["identity_models"] == {"identity": "dlib", "identity_faceres": None}
+    assert row["identity_arcface"] is None and row["identity_arcface_ci95"] is None
+    assert results["identity_models"] == {"identity": "dlib", "identity_faceres": None, "identity_arcface": None}
     report = (tmp_path / "bench" / "results.md").read_text()
     assert "ID (faceres)↑" in report and "ID (faceres): not computed" in report
+    assert "ID (arcface)↑" in report and "ID (arcface): not computed" in report
 
 
 def test_both_identity_nets_scored_and_compared(tiny_data, tmp_path, monkeypatch, faceres_weights):
@@ -246,6 +248,22 @@ def test_both_identity_nets_scored_and_compared(tiny_data, tmp_path, monkeypatch
     assert results["identity_loss_models"] == {"blend": "dlib-torch"}
     report = (tmp_path / "bench" / "results.md").read_text()
     assert "blend: dlib-torch" in report and "| blend | sr8 | 1 | identity_faceres |" in report
+
+
+def test_arcface_column_scores_a_model_trained_against_mobilefacenet(tiny_data, tmp_path, mobilefacenet_weights):
+    """The ArcFace-trained net fills `identity_arcface` (with CIs and paired rows), and results.md names the net a
+    model was trained with, so its other columns (dlib, faceres) are the independent judges."""
+    blend = MeanReferenceBlend(device="cpu")
+    blend.identity_loss_model = "mobilefacenet"
+    results = run_benchmark(tiny_data, tmp_path / "bench", models={"blend": blend}, presets=["sr8"],
+                            num_refs=[0, 1], progress=False)
+    assert results["identity_models"]["identity_arcface"] == "mobilefacenet"
+    for row in results["rows"]:
+        assert -1 <= row["identity_arcface"] <= 1 and isinstance(row["identity_arcface_ci95"], float)
+        assert row["identity_arcface"] != row["identity"]
+    assert "identity_arcface" in {p["metric"] for p in results["paired"]}
+    report = (tmp_path / "bench" / "results.md").read_text()
+    assert "blend: mobilefacenet" in report and "ID (arcface): cosine under `mobilefacenet`" in report
 
 
 def test_identity_loss_model_is_read_from_the_model_config(tmp_path):

@@ -43,6 +43,7 @@ from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstra
                                                paired_difference, psnr, sharpness, ssim)
 from instantrestore.faces import load_identity_model
 from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
+from instantrestore.faces.mobilefacenet import MOBILEFACENET_FETCH_COMMAND, mobilefacenet_available
 from instantrestore.faces.landmarks import LandmarkPredictor
 from instantrestore.imageio import read_image, write_bytes, write_image
 from instantrestore.models.base import Restorer
@@ -119,21 +120,25 @@ def degradation_seed(seed: int, person: str, preset: str) -> np.random.Generator
 
 # --------------------------------------------------------------------------------------------- scoring
 FACERES_COLUMN = "identity_faceres"
+ARCFACE_COLUMN = "identity_arcface"
 
 
 class FaceScorer:
     """Every per-face metric of the benchmark, with the models they need loaded once.
 
-    Identity is scored by two unrelated nets: dlib (`identity`, the contract's default) and faceres
-    (`identity_faceres`, None when its weights are not fetched: never a number from random weights),
-    plus the net `identity_model_path` names (an ONNX path or a name of IDENTITY_BACKENDS) in its own column.
+    Identity is scored by three unrelated nets: dlib (`identity`, the contract's default), faceres
+    (`identity_faceres`) and an ArcFace-trained net (`identity_arcface`: MobileFaceNet, or the ArcFace ONNX
+    file `identity_model_path` names); the last two are None when their weights are not fetched, never a number
+    from random weights. Another net `identity_model_path` names (of IDENTITY_BACKENDS) gets its own column.
     """
 
     def __init__(self, identity_model_path: str | None = None, device: str = "cpu") -> None:
         self.identity_models = {"identity": load_identity_model("dlib")}
         self.identity_models[FACERES_COLUMN] = (load_identity_model("faceres")
                                                 if faceres_available() or identity_model_path == "faceres" else None)
-        if identity_model_path not in (None, "dlib", "faceres"):
+        wants_mobilefacenet = mobilefacenet_available() or identity_model_path == "mobilefacenet"
+        self.identity_models[ARCFACE_COLUMN] = load_identity_model("mobilefacenet") if wants_mobilefacenet else None
+        if identity_model_path not in (None, "dlib", "faceres", "mobilefacenet"):
             model = load_identity_model(identity_model_path)
             self.identity_models[identity_column(model)] = model
         self._target_embeddings: dict[tuple[str, bytes], np.ndarray] = {}
@@ -459,8 +464,8 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
              f"one held-out photo each; seed {results['seed']}.",
              f"Selection: {results['selection']}.",
              "Values: mean over faces ± half-width of the 95% bootstrap interval. ID: cosine similarity of "
-             "restored and ground-truth descriptors under the named net (dlib and faceres are unrelated nets: "
-             "two opinions). LMD: mean distance of 68 landmarks, "
+             "restored and ground-truth descriptors under the named net (dlib, faceres and the ArcFace-trained "
+             "net are unrelated: independent opinions). LMD: mean distance of 68 landmarks, "
              "pixels at 512. Sharpness: mean absolute Laplacian over the ground truth's (1: as much fine detail; "
              "noise counts as detail, so read it beside PSNR). NIQE: no-reference naturalness of the restored face "
              "alone, at 512 px (lower is better; it does not look at the ground truth). "
@@ -475,6 +480,13 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     if FACERES_COLUMN in identity_models and identity_models[FACERES_COLUMN] is None:
         lines += [f"ID (faceres): not computed (its weights are not on this machine; `{FACERES_FETCH_COMMAND}` "
                   "fetches them). The second identity net is left out, never replaced by random weights.", ""]
+    if ARCFACE_COLUMN in identity_models:
+        if identity_models[ARCFACE_COLUMN] is None:
+            lines += [f"ID (arcface): not computed (MobileFaceNet's weights are not on this machine; "
+                      f"`{MOBILEFACENET_FETCH_COMMAND}` fetches them).", ""]
+        else:
+            lines += [f"ID (arcface): cosine under `{identity_models[ARCFACE_COLUMN]}`, a net trained with the ArcFace "
+                      "loss, the kind of identity net the papers score with.", ""]
     trained_on = {method: net for method, net in results.get("identity_loss_models", {}).items() if net}
     if trained_on:
         listed = ", ".join(f"{method}: {net}" for method, net in trained_on.items())

@@ -233,10 +233,17 @@ def _dlib_torch() -> IdentityModel:
     return DlibTorchIdentity()
 
 
+def _mobilefacenet() -> IdentityModel:
+    from instantrestore.faces.mobilefacenet import MobileFaceNetIdentity  # imports this module: import it late
+
+    return MobileFaceNetIdentity()
+
+
 IDENTITY_BACKENDS: dict[str, Callable[[], IdentityModel]] = {
     "dlib": DlibIdentity,
     "dlib-torch": _dlib_torch,  # the identity loss's net: a score with it is not independent of training
     "faceres": FaceResIdentity,
+    "mobilefacenet": _mobilefacenet,  # ArcFace-trained, fetched on demand (faces/mobilefacenet.py)
 }
 DEFAULT_IDENTITY_MODEL = "dlib"
 

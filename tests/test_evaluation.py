@@ -11,6 +11,7 @@ from PIL import Image
 
 from instantrestore.evaluation import metrics
 from instantrestore.evaluation.benchmark import choose_target, order_references, run_benchmark
+from instantrestore.evaluation.no_reference import run_no_reference_benchmark
 from instantrestore.imageio import read_image
 from instantrestore.models.base import Restorer
 from instantrestore.models.classical import BicubicRestorer
@@ -281,3 +282,48 @@ def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model is None
     record_identity_loss_model(model_dir, "dlib-torch")
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model == "dlib-torch"
+
+
+# ------------------------------------------------------------------------------------------------ no reference
+def test_no_reference_benchmark_on_real_photos(shared, tmp_path, monkeypatch, capsys):
+    """Real low-quality faces without ground truth: aligned crops and a whole photo, restored blind, scored by
+    NIQE and by identity to their own input; nets whose weights are absent give null, not numbers."""
+    from instantrestore.cli import main
+
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path / "home"))  # no faceres, no MobileFaceNet
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name in ("Adele_crop.png", "Julia_Roberts_crop.png"):
+        Image.open(shared / "data/real-lq/cropped_faces" / name).resize((256, 256), Image.LANCZOS).save(crops / name)
+    Image.new("RGB", (64, 48)).save(crops / "not_a_crop.png")
+    out = tmp_path / "aligned"
+    assert main(["benchmark", "--no-reference", str(crops), "--aligned", "-o", str(out), "--models", "bicubic",
+                 "gfpgan", "-q"]) == 0
+    assert "not_a_crop.png: not square" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["method"]: row for row in results["rows"]}
+    assert list(rows) == ["input", "bicubic", "gfpgan"] and all(row["n"] == 2 for row in rows.values())
+    assert all(isinstance(row["niqe"], float) for row in rows.values())
+    assert rows["input"]["identity"] is None and rows["input"]["sec_per_face"] is None
+    assert rows["bicubic"]["identity"] > 0.95  # bicubic keeps the face as it was, give or take a resize
+    assert rows["gfpgan"]["identity"] < rows["bicubic"]["identity"]
+    for row in rows.values():
+        assert row["identity_faceres"] is None and row["identity_arcface"] is None
+    assert [p["method"] for p in results["paired"]] == ["bicubic", "gfpgan"]
+    assert read_image(out / "grid.png").shape == (20 + 2 * 160, 3 * 160, 3)
+    assert "| gfpgan |" in (out / "results.md").read_text()
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = Image.open(shared / "data/real-lq/whole_imgs/Blake_Lively.jpg")
+    photo.resize((photo.width * 35 // 100, photo.height * 35 // 100), Image.LANCZOS).save(photos / "blake.png")
+    results = run_no_reference_benchmark(photos, tmp_path / "whole", models=["bicubic"], progress=False)
+    assert results["faces"] == ["blake_0", "blake_1"] and not results["aligned"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--data", "x", "--no-reference", "y"], ["--no-reference", "/nonexistent"]])
+def test_benchmark_needs_one_of_data_or_no_reference(flags, tmp_path, capsys):
+    from instantrestore.cli import main
+
+    assert main(["benchmark", "-o", str(tmp_path), *flags]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

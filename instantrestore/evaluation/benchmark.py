@@ -42,7 +42,7 @@ from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstra
                                                landmark_distance, lpips_metric, ms_ssim, niqe_at_face_size,
                                                paired_difference, psnr, sharpness, ssim)
 from instantrestore.faces import load_identity_model
-from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
+from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, IdentityModel, faceres_available
 from instantrestore.faces.mobilefacenet import MOBILEFACENET_FETCH_COMMAND, mobilefacenet_available
 from instantrestore.faces.landmarks import LandmarkPredictor
 from instantrestore.imageio import read_image, write_bytes, write_image
@@ -123,6 +123,18 @@ FACERES_COLUMN = "identity_faceres"
 ARCFACE_COLUMN = "identity_arcface"
 
 
+def identity_nets(identity_model_path: str | None = None) -> dict[str, IdentityModel | None]:
+    """The identity columns and their nets (see `FaceScorer`): None where a net's weights are not fetched."""
+    nets: dict[str, IdentityModel | None] = {"identity": load_identity_model("dlib")}
+    nets[FACERES_COLUMN] = load_identity_model("faceres") if faceres_available() or identity_model_path == "faceres" else None
+    wants_mobilefacenet = mobilefacenet_available() or identity_model_path == "mobilefacenet"
+    nets[ARCFACE_COLUMN] = load_identity_model("mobilefacenet") if wants_mobilefacenet else None
+    if identity_model_path not in (None, "dlib", "faceres", "mobilefacenet"):
+        model = load_identity_model(identity_model_path)
+        nets[identity_column(model)] = model
+    return nets
+
+
 class FaceScorer:
     """Every per-face metric of the benchmark, with the models they need loaded once.
 
@@ -133,14 +145,7 @@ class FaceScorer:
     """
 
     def __init__(self, identity_model_path: str | None = None, device: str = "cpu") -> None:
-        self.identity_models = {"identity": load_identity_model("dlib")}
-        self.identity_models[FACERES_COLUMN] = (load_identity_model("faceres")
-                                                if faceres_available() or identity_model_path == "faceres" else None)
-        wants_mobilefacenet = mobilefacenet_available() or identity_model_path == "mobilefacenet"
-        self.identity_models[ARCFACE_COLUMN] = load_identity_model("mobilefacenet") if wants_mobilefacenet else None
-        if identity_model_path not in (None, "dlib", "faceres", "mobilefacenet"):
-            model = load_identity_model(identity_model_path)
-            self.identity_models[identity_column(model)] = model
+        self.identity_models = identity_nets(identity_model_path)
         self._target_embeddings: dict[tuple[str, bytes], np.ndarray] = {}
         predictor = LandmarkPredictor()
         # Crops are aligned: dlib's predictor runs in the fixed box where the face sits (faces/identity.py).

@@ -148,6 +148,8 @@ def no_reference_markdown(results: dict[str, Any]) -> str:
         lines += ["ID (faceres): not computed (its weights are not fetched).", ""]
     if nets.get(ARCFACE_COLUMN) is None:
         lines += ["ID (arcface): not computed (MobileFaceNet's weights are not fetched).", ""]
+    else:
+        lines += [f"ID (arcface): `{nets[ARCFACE_COLUMN]}`, a net trained with the ArcFace loss.", ""]
     trained_on = {method: net for method, net in results.get("identity_loss_models", {}).items() if net}
     if trained_on:
         lines += ["Identity nets used as a training loss: " + ", ".join(f"{m}: {n}" for m, n in trained_on.items())

@@ -21,7 +21,6 @@ import tempfile
 import types
 from pathlib import Path
 
-import numpy as np
 import scipy.ndimage
 from skimage import data
 

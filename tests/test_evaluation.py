@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 
 from instantrestore.evaluation import metrics
 from instantrestore.evaluation.benchmark import choose_target, order_references, run_benchmark
+from instantrestore.evaluation.no_reference import run_no_reference_benchmark
 from instantrestore.imageio import read_image
 from instantrestore.models.base import Restorer
 from instantrestore.models.classical import BicubicRestorer
@@ -45,6 +47,31 @@ def test_sharpness_is_detail_relative_to_the_ground_truth(rng):
     assert 0 < metrics.sharpness(softer, face) < 0.5
     assert metrics.sharpness(face, softer) > 2
     assert metrics.sharpness(np.full_like(face, 90), face) == 0.0
+
+
+def test_niqe_matches_basicsr():
+    """Golden values written by basicsr 1.4.2's own niqe.py (scripts/measure/make_niqe_fixture.py); the residue is
+    basicsr's float32 resize, whose rounding moves the AGGD table look-up."""
+    from skimage import data
+
+    golden = json.loads((Path(__file__).parent / "fixtures" / "niqe_basicsr.json").read_text())["niqe"]
+    assert set(golden) == {"astronaut", "coffee"}
+    for name, value in golden.items():
+        assert metrics.niqe(getattr(data, name)()) == pytest.approx(value, abs=1e-3)
+
+
+def test_niqe_rises_with_blur_and_refuses_small_images(rng):
+    import cv2
+    from skimage import data
+
+    photo = data.astronaut()
+    assert metrics.niqe(cv2.GaussianBlur(photo, (0, 0), 2)) > metrics.niqe(photo) + 1
+    with pytest.raises(ValueError, match="at least 192 px"):
+        metrics.niqe(photo[:128, :128])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        metrics.niqe(photo.astype(np.float32))
+    face = photo[:128, 192:320]  # a 128-px crop is scored at 512 px, as faces in the benchmark are
+    assert metrics.niqe_at_face_size(face) == metrics.niqe(np.asarray(Image.fromarray(face).resize((512, 512), Image.BICUBIC)))
 
 
 def test_bootstrap_ci(rng):
@@ -160,7 +187,7 @@ def test_benchmark_results_schema_and_resume(tiny_data, tmp_path, monkeypatch):
                     "sec_per_face", "peak_rss_mb"):
             assert key in row
         assert row["n"] == 2 and row["preset"] == "sr8"
-        for metric in ("psnr", "ssim", "identity", "lmd", "sharpness"):
+        for metric in ("psnr", "ssim", "identity", "lmd", "sharpness", "niqe"):
             assert isinstance(row[metric], float) and isinstance(row[f"{metric}_ci95"], float)
     rows = {(row["method"], row["num_refs"]): row for row in saved["rows"]}
     # Bicubic restores nothing: its fidelity is the degraded input's (up to the 192->512->192 resize).
@@ -195,16 +222,18 @@ def test_model_labels():
 
 
 # ------------------------------------------------------------------------------------------------ identity nets
-def test_faceres_column_is_null_without_its_weights(tiny_data, tmp_path, monkeypatch):
+def test_identity_nets_columns_are_null_without_their_weights(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path / "home"))  # no faceres files there
     results = run_benchmark(tiny_data, tmp_path / "bench", models=["degraded"], presets=["sr8"], num_refs=[0],
                             progress=False)
     row = results["rows"][0]
     assert isinstance(row["identity"], float)
     assert row["identity_faceres"] is None and row["identity_faceres_ci95"] is None
-    assert results["identity_models"] == {"identity": "dlib", "identity_faceres": None}
+    assert row["identity_arcface"] is None and row["identity_arcface_ci95"] is None
+    assert results["identity_models"] == {"identity": "dlib", "identity_faceres": None, "identity_arcface": None}
     report = (tmp_path / "bench" / "results.md").read_text()
     assert "ID (faceres)↑" in report and "ID (faceres): not computed" in report
+    assert "ID (arcface)↑" in report and "ID (arcface): not computed" in report
 
 
 def test_both_identity_nets_scored_and_compared(tiny_data, tmp_path, monkeypatch, faceres_weights):
@@ -222,6 +251,22 @@ def test_both_identity_nets_scored_and_compared(tiny_data, tmp_path, monkeypatch
     assert "blend: dlib-torch" in report and "| blend | sr8 | 1 | identity_faceres |" in report
 
 
+def test_arcface_column_scores_a_model_trained_against_mobilefacenet(tiny_data, tmp_path, mobilefacenet_weights):
+    """The ArcFace-trained net fills `identity_arcface` (with CIs and paired rows), and results.md names the net a
+    model was trained with, so its other columns (dlib, faceres) are the independent judges."""
+    blend = MeanReferenceBlend(device="cpu")
+    blend.identity_loss_model = "mobilefacenet"
+    results = run_benchmark(tiny_data, tmp_path / "bench", models={"blend": blend}, presets=["sr8"],
+                            num_refs=[0, 1], progress=False)
+    assert results["identity_models"]["identity_arcface"] == "mobilefacenet"
+    for row in results["rows"]:
+        assert -1 <= row["identity_arcface"] <= 1 and isinstance(row["identity_arcface_ci95"], float)
+        assert row["identity_arcface"] != row["identity"]
+    assert "identity_arcface" in {p["metric"] for p in results["paired"]}
+    report = (tmp_path / "bench" / "results.md").read_text()
+    assert "blend: mobilefacenet" in report and "ID (arcface): cosine under `mobilefacenet`" in report
+
+
 def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
     import json
     import shutil
@@ -237,3 +282,48 @@ def test_identity_loss_model_is_read_from_the_model_config(tmp_path):
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model is None
     record_identity_loss_model(model_dir, "dlib-torch")
     assert load_restorer(str(model_dir), device="cpu").identity_loss_model == "dlib-torch"
+
+
+# ------------------------------------------------------------------------------------------------ no reference
+def test_no_reference_benchmark_on_real_photos(shared, tmp_path, monkeypatch, capsys):
+    """Real low-quality faces without ground truth: aligned crops and a whole photo, restored blind, scored by
+    NIQE and by identity to their own input; nets whose weights are absent give null, not numbers."""
+    from instantrestore.cli import main
+
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path / "home"))  # no faceres, no MobileFaceNet
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name in ("Adele_crop.png", "Julia_Roberts_crop.png"):
+        Image.open(shared / "data/real-lq/cropped_faces" / name).resize((256, 256), Image.LANCZOS).save(crops / name)
+    Image.new("RGB", (64, 48)).save(crops / "not_a_crop.png")
+    out = tmp_path / "aligned"
+    assert main(["benchmark", "--no-reference", str(crops), "--aligned", "-o", str(out), "--models", "bicubic",
+                 "gfpgan", "-q"]) == 0
+    assert "not_a_crop.png: not square" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["method"]: row for row in results["rows"]}
+    assert list(rows) == ["input", "bicubic", "gfpgan"] and all(row["n"] == 2 for row in rows.values())
+    assert all(isinstance(row["niqe"], float) for row in rows.values())
+    assert rows["input"]["identity"] is None and rows["input"]["sec_per_face"] is None
+    assert rows["bicubic"]["identity"] > 0.95  # bicubic keeps the face as it was, give or take a resize
+    assert rows["gfpgan"]["identity"] < rows["bicubic"]["identity"]
+    for row in rows.values():
+        assert row["identity_faceres"] is None and row["identity_arcface"] is None
+    assert [p["method"] for p in results["paired"]] == ["bicubic", "gfpgan"]
+    assert read_image(out / "grid.png").shape == (20 + 2 * 160, 3 * 160, 3)
+    assert "| gfpgan |" in (out / "results.md").read_text()
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = Image.open(shared / "data/real-lq/whole_imgs/Blake_Lively.jpg")
+    photo.resize((photo.width * 35 // 100, photo.height * 35 // 100), Image.LANCZOS).save(photos / "blake.png")
+    results = run_no_reference_benchmark(photos, tmp_path / "whole", models=["bicubic"], progress=False)
+    assert results["faces"] == ["blake_0", "blake_1"] and not results["aligned"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--data", "x", "--no-reference", "y"], ["--no-reference", "/nonexistent"]])
+def test_benchmark_needs_one_of_data_or_no_reference(flags, tmp_path, capsys):
+    from instantrestore.cli import main
+
+    assert main(["benchmark", "-o", str(tmp_path), *flags]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+import instantrestore
 from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.faces import (FaceAnalyzer, align_face, cosine_similarity, estimate_alignment, ffhq_template,
                                   five_points_from_68, landmarks_in_crop, load_identity_model, paste_back)
 from instantrestore.faces.align import ALIGN_SIZE, resize_face, transform_points
-from instantrestore.faces.detect import DlibHogDetector, YuNetDetector, build_detector
+from instantrestore.faces.detect import YuNetDetector, build_detector, default_yunet_path
 from instantrestore.imageio import read_image
 
 
@@ -153,11 +157,15 @@ def test_yunet_weights_missing_or_wrong(tmp_path):
         YuNetDetector(wrong)
 
 
-def test_default_detector_falls_back_to_dlib_without_shared(tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTANTRESTORE_SHARED", str(tmp_path))
-    with pytest.warns(UserWarning, match="dlib"):
+def test_default_detector_is_the_packaged_yunet_without_shared(tmp_path, monkeypatch):
+    """A fresh install has no ../shared: YuNet still comes from the package, with no warning."""
+    monkeypatch.setenv("INSTANTRESTORE_SHARED", str(tmp_path / "nowhere"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         detector = build_detector("default")
-    assert isinstance(detector, DlibHogDetector)
+    assert isinstance(detector, YuNetDetector)
+    assert default_yunet_path().is_relative_to(Path(instantrestore.__file__).parent)
+    assert (default_yunet_path().parent / "LICENSE-yunet.txt").is_file()
 
 
 def test_unknown_detector_name():
@@ -165,8 +173,8 @@ def test_unknown_detector_name():
         build_detector("mtcnn")
 
 
-def test_detector_from_an_onnx_path(shared, tmp_path):
-    assert isinstance(build_detector(str(shared / "weights/yunet_n_dynamic.onnx")), YuNetDetector)
+def test_detector_from_an_onnx_path(tmp_path):
+    assert isinstance(build_detector(str(default_yunet_path())), YuNetDetector)
     with pytest.raises(WeightsError, match="no such face detector model"):
         build_detector(str(tmp_path / "det_10g.onnx"))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from instantrestore.cli import main
 from instantrestore.errors import WeightsError
@@ -171,3 +172,87 @@ def test_faceres_loss_without_weights_is_off_with_the_reason(monkeypatch, tmp_pa
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
     loss = losses.IdentityLoss("faceres")
     assert not loss.available and "fetch_faceres.py" in loss.reason
+
+
+# ------------------------------------------------------------------------------------------------ MobileFaceNet
+def test_mobilefacenet_equals_the_tflite_model(mobilefacenet_weights):
+    """The repaired TF.js graph against the same weights as a TF Lite file, run by LiteRT itself
+    (scripts/measure/make_mobilefacenet_fixture.py); the graph as converted, unrepaired, is far off."""
+    from instantrestore.faces.identity import MobileFaceNetIdentity
+    from instantrestore.faces.mobilefacenet import OUTPUT_NODE, normalise
+
+    fixture = np.load(Path(__file__).parent / "fixtures" / "mobilefacenet_tflite.npz")
+    reference = fixture["outputs"]
+    ours = MobileFaceNetIdentity(mobilefacenet_weights).descriptors(list(fixture["chips"]))
+    assert ours.shape == reference.shape == (2, 192)
+    assert np.abs(ours - reference).max() < 1e-4 * np.abs(reference).max()
+    as_converted = TFJSGraphModel(mobilefacenet_weights / "mobilefacenet.json")
+    with torch.no_grad():
+        broken = as_converted(normalise(torch.from_numpy(fixture["chips"].astype(np.float32))), OUTPUT_NODE).numpy()
+    cosine = np.sum(broken * reference, 1) / np.linalg.norm(broken, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.max() < 0.9
+
+
+def test_mobilefacenet_ranks_same_person_above_different(shared, mobilefacenet_weights):
+    """8 FRLL val people x 2 views (frontal, three-quarter): same-person pairs above different-person pairs."""
+    from instantrestore.faces.identity import MobileFaceNetIdentity
+
+    people = ("005", "010", "016", "021", "027", "031", "038", "043")
+    names = [f"{person}/{person}_{view}.jpg" for person in people for view in ("03", "02")]
+    model = load_identity_model("mobilefacenet")
+    assert isinstance(model, MobileFaceNetIdentity) and model.dim == 192
+    embeddings = model.embed(_frll_crops(shared, names))
+    same, different = [], []
+    for i, j in combinations(range(len(names)), 2):
+        (same if names[i][:3] == names[j][:3] else different).append(float(embeddings[i] @ embeddings[j]))
+    auc = np.mean([s > d for s in same for d in different])
+    assert len(same) == 8 and auc > 0.99
+    assert np.mean(np.array(same) > model.same_person_threshold) >= 0.875
+    assert np.mean(np.array(different) < model.same_person_threshold) >= 0.95
+
+
+def test_mobilefacenet_wrong_or_truncated_files_are_one_line(mobilefacenet_weights, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from instantrestore.faces.mobilefacenet import load_graph
+
+    for damage in ("truncate", "other"):
+        directory = tmp_path / damage
+        shutil.copytree(mobilefacenet_weights, directory)
+        weights = directory / "mobilefacenet.bin"
+        data = weights.read_bytes()
+        weights.write_bytes(data[:1000] if damage == "truncate" else data[::-1])
+        with pytest.raises(WeightsError, match="sha256 differs") as error:
+            load_graph(directory)
+        assert "\n" not in str(error.value)
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path / "empty"))
+    with pytest.raises(WeightsError, match="fetch_mobilefacenet.py"):
+        load_identity_model("mobilefacenet")
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.full((128, 128, 3), 128, np.uint8)).save(photo)
+    assert main(["identity", str(photo), str(photo), "--identity-model", "mobilefacenet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fetch_mobilefacenet.py" in err[0]
+
+
+def test_mobilefacenet_loss_is_differentiable_and_agrees_with_the_scored_chip(shared, mobilefacenet_weights):
+    from instantrestore import losses
+    from instantrestore.faces.identity import MobileFaceNetIdentity
+    from instantrestore.faces.mobilefacenet import MobileFaceNetDescriptor
+
+    people, views = ("005", "010", "016"), ("03", "08")
+    crops = _frll_crops(shared, [f"{person}/{person}_{view}.jpg" for person in people for view in views])
+    scored = MobileFaceNetIdentity(mobilefacenet_weights).embed(crops)
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        fixed = torch.nn.functional.normalize(MobileFaceNetDescriptor(mobilefacenet_weights)(images), dim=-1).numpy()
+    assert np.sum(scored * fixed, 1).min() > 0.97
+
+    loss = losses.IdentityLoss("mobilefacenet")
+    assert loss.available and loss.model_name == "mobilefacenet"
+    output = images[1:2].clone().requires_grad_(True)
+    value = loss(output, images[0:1])
+    value.backward()
+    assert torch.isfinite(output.grad).all() and output.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert loss(output - 0.01 * output.grad / output.grad.abs().max(), images[0:1]) < value

@@ -20,8 +20,6 @@ from instantrestore.imageio import read_image, write_image
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "instantrestore" / "weights" / "MODEL_CARD.md"]
-# Written by the branches of issues 32 and 33; drop them from here once those are merged.
-PENDING_DOCS = {REPO / "docs" / "archives.md", REPO / "docs" / "offline-nets.md"}
 MAX_README_BYTES = 13_000  # about 12 KB: details belong in docs/
 
 
@@ -95,8 +93,6 @@ def test_links_in_the_docs_lead_somewhere():
             if "://" in target:
                 continue
             path = (doc.parent / target).resolve() if target else doc
-            if path in PENDING_DOCS:
-                continue
             if not path.exists() or (anchor and anchor not in heading_anchors(path)):
                 missing.append(f"{doc.relative_to(REPO)} -> {target}#{anchor}")
     assert not missing, missing

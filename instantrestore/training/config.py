@@ -67,7 +67,7 @@ class LossConfig:
     lpips: float = 0.0             # LPIPS-VGG, only if its weights are on disk
     lpips_fallback_l1: float = 0.0  # L1 weight used INSTEAD of LPIPS when LPIPS is off (logged as such)
     identity: float = 0.0          # 1 - cosine of face descriptors of output and target (identity_net)
-    identity_net: str = "dlib-torch"  # its descriptor: dlib-torch (packaged), faceres, or an ArcFace .onnx file
+    identity_net: str = "dlib-torch"  # its descriptor: dlib-torch (packaged), faceres, mobilefacenet, or an ArcFace .onnx file
     landmark: float = 0.0          # landmark attention loss (InstantRestore: 5000)
     # where the landmark attention loss reads its map: one shared attn1 layer (None: one drawn per step,
     # as the authors draw it), queries of the target against the keys of one reference drawn per sample

@@ -1,5 +1,7 @@
-"""Seconds per 512-px aligned face through `restore_face` with 4 cached references: the restorer alone, with the
-reference-detail stage, and the stage's parts (landmarks, identity trust, warps, fusion). Writes JSON.
+"""Seconds per 512-px face through `restore_face` with 4 cached references, with and without the detail stage.
+
+The restorer alone, with the reference-detail stage, and the stage's parts (landmarks, identity trust, warps),
+the fastest of a few runs each. Writes JSON.
 
     OMP_NUM_THREADS=2 python scripts/bench/bench_detail_stage.py --data data/val -o bench/detail_speed.json
 """

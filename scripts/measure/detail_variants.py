@@ -1,5 +1,6 @@
-"""Paired comparison of reference-detail stage settings on the same faces: one base restoration per face,
-then each variant of `DetailSettings`; PSNR, sharpness and identity (dlib, faceres when fetched) per variant.
+"""Paired comparison of reference-detail stage settings (`DetailSettings`) on the same faces.
+
+One base restoration per face, then each variant; PSNR, sharpness and identity (dlib, and faceres when fetched).
 
     python scripts/measure/detail_variants.py --data data/val --people "frll_*" --max-people 10 \\
         --variants "gates=False" "" "hull_feather=16"

@@ -1,7 +1,8 @@
-"""Photos per second of `restore --manifest` on one process and on a local Ray cluster, and the Ray path's
-overhead per photo (docs/archives.md).
+"""Photos per second of `restore --manifest` on one process and on a local Ray cluster (docs/archives.md).
 
-    python scripts/measure_archive_engines.py --photos 100 --workers 2 [--threads 0 1] [--model default]
+Also the Ray path's overhead per photo.
+
+    python scripts/bench/bench_archive_engines.py --photos 100 --workers 2 [--threads 0 1] [--model default]
 
 An archive of CelebA photos from ../shared (10 per person, each person's first two photos as their references)
 is restored into fresh folders by `job.run_local` in this process (with each --threads count of torch threads,

@@ -272,8 +272,11 @@ class FaceRestorationPipeline:
 
         With `upscale` > 1 the background is upscaled by `bg_upsampler` (default: `self.bg_upsampler`,
         see `background_upsampler`) and the restored faces are pasted on top.
+        At `upscale` 1, a face larger in the photo than its 512-px crop also keeps the photo's own finer detail,
+        less its noise.
         """
         from instantrestore.faces import paste_back
+        from instantrestore.faces.paste import add_photo_band
 
         rgb = to_rgb_array(image)
         cache = self.reference_cache(refs)
@@ -291,6 +294,9 @@ class FaceRestorationPipeline:
         background = None if upsampler is None else upsampler.upsample(rgb, upscale)
         result = RestoreResult(image=paste_back(rgb, restored, [affine for _, affine in aligned], upscale, alpha,
                                                 background))
+        for (crop, affine), side in zip(aligned, input_sizes):
+            if upscale == 1 and strength > 0 and side > crop.shape[0]:
+                add_photo_band(result.image, rgb, crop, affine, strength, self.detail_stage.less_noise)
         for face, (crop, affine), out, identity, shares in zip(found, aligned, restored, identities, weights):
             result.faces.append(RestoredFace(face.box, affine, crop, out, identity, shares))
             if identity is None:  # blind: the identity model is not needed

@@ -91,21 +91,25 @@ class ReferenceDetailStage:
 
     def own_detail(self, degraded: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """((S, S, 3) float32 change to the base, (S, S) weight): where the input's fine band (above a Gaussian
-        blur of `own_sigma`), less its noise, is stronger than the restoration's, it replaces it. The noise is
-        shrunk off the band's local amplitude (wavelet soft-thresholding by `own_noise_factor` deviations), so
-        noise and the faint ripples of compression drop out while edges and texture above them stay; a blurred
-        input's band is weaker than the restoration's and changes nothing."""
+        blur of `own_sigma`), less its noise (`less_noise`), is stronger than the restoration's, it replaces it; a
+        blurred input's band is weaker than the restoration's and changes nothing."""
         settings = self.settings
         band = lambda image: image - _blur(image, settings.own_sigma)
-        amplitude = lambda image_band: np.sqrt(_blur((image_band ** 2).mean(axis=2), settings.own_window))
-        input_band, base_band = band(degraded.astype(np.float32)), band(base.astype(np.float32))
-        input_amplitude = amplitude(input_band)
-        threshold = settings.own_noise_factor * max(noise_sigma(degraded) - settings.own_noise_floor, 0.0)
-        input_band *= np.clip(1 - threshold / np.maximum(input_amplitude, 1e-6), 0, 1)[..., None]
-        kept_amplitude = np.maximum(input_amplitude - threshold, 0)
-        ratio = kept_amplitude / np.maximum(amplitude(base_band), 1e-6)
+        input_band, base_band = self.less_noise(band(degraded.astype(np.float32)), degraded), band(base.astype(np.float32))
+        ratio = self._amplitude(input_band) / np.maximum(self._amplitude(base_band), 1e-6)
         weight = np.clip((ratio - 1) / (settings.own_full_ratio - 1), 0, 1)
         return weight[..., None] * (input_band - base_band), weight
+
+    def _amplitude(self, band: np.ndarray) -> np.ndarray:
+        return np.sqrt(_blur((band ** 2).mean(axis=2), self.settings.own_window))
+
+    def less_noise(self, band: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """A fine band of the uint8 `image`, its local amplitude shrunk by `own_noise_factor` deviations of the
+        image's noise (wavelet soft-thresholding): noise and the faint ripples of compression drop out, edges and
+        texture above them stay."""
+        settings = self.settings
+        threshold = settings.own_noise_factor * max(noise_sigma(image) - settings.own_noise_floor, 0.0)
+        return band * np.clip(1 - threshold / np.maximum(self._amplitude(band), 1e-6), 0, 1)[..., None]
 
     def reference_detail(self, base: np.ndarray, references: np.ndarray, reference_landmarks: np.ndarray,
                          trust: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -157,3 +157,45 @@ def test_reference_cache_keeps_full_resolution_crops(tmp_path):
     np.testing.assert_array_equal(loaded.landmarks, cache.landmarks)
     old = ReferenceCache(faces=cache.faces)  # saved before the stage: no crops, the stage skips references
     assert ReferenceCache.load(old.save(tmp_path / "old.safetensors")).crops is None
+
+
+# ------------------------------------------------------------------------------------------- in the pipeline
+@pytest.fixture(scope="module")
+def default_pipeline():
+    from instantrestore import load_restorer
+
+    return load_restorer("default", device="cpu")
+
+
+def _face_detail(image: np.ndarray, box: np.ndarray) -> float:
+    x0, y0, x1, y1 = np.round(box).astype(int)
+    grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F)).mean())
+
+
+def test_a_large_clean_face_keeps_its_detail_through_restore(default_pipeline, shared):
+    """A clean studio face about 300 px wide: the restorer alone (128 px) returns it far smoother; with the
+    stage and the photo's own finer band it keeps its detail and comes back close to itself."""
+    photo = read_image(shared / "data/frll/images/016/016_03.jpg")
+    face = default_pipeline.analyzer.find_faces(photo)[0]
+    scale = 300 / (face.box[2] - face.box[0])
+    photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    alone = default_pipeline.restore(photo, detail_strength=0)
+    full = default_pipeline.restore(photo)
+    box = full.faces[0].box
+    assert _face_detail(alone.image, box) < 0.8 * _face_detail(photo, box)
+    assert _face_detail(full.image, box) > 0.9 * _face_detail(photo, box)
+    x0, y0, x1, y1 = np.round(box).astype(int)
+    error = np.mean((full.image[y0:y1, x0:x1].astype(np.float64) - photo[y0:y1, x0:x1]) ** 2)
+    assert 10 * np.log10(255 ** 2 / error) > 33
+
+
+def test_a_small_face_without_references_is_the_restorer_alone(default_pipeline, shared):
+    """Faces of the restorer's size or less, blind: exactly what the restorer alone gives."""
+    photo = read_image(shared / "data/frll/images/016/016_03.jpg")
+    face = default_pipeline.analyzer.find_faces(photo)[0]
+    small = cv2.resize(photo, None, fx=60 / (face.box[2] - face.box[0]), fy=60 / (face.box[2] - face.box[0]),
+                       interpolation=cv2.INTER_AREA)
+    assert default_pipeline.analyzer.find_faces(small)[0].side_in_photo() <= default_pipeline.face_size
+    np.testing.assert_array_equal(default_pipeline.restore(small, seed=0).image,
+                                  default_pipeline.restore(small, seed=0, detail_strength=0).image)

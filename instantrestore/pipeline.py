@@ -226,18 +226,19 @@ class FaceRestorationPipeline:
                 continue
             base = np.asarray(Image.fromarray(face).resize((DETAIL_SIZE, DETAIL_SIZE), Image.BICUBIC))
             trust = self._reference_trust(cache, face)
-            usable = None if trust is None else trust > 0
-            detailed, used = self.detail_stage(
-                base, resize_face(crop, DETAIL_SIZE), input_size, size,
-                *((None, None, None) if usable is None else (cache.crops[usable], cache.landmarks[usable], trust[usable])),
-                strength=strength)
-            restored.append(resize_face(detailed, crop_size))
-            if usable is None:
+            if trust is None:
+                detailed, _ = self.detail_stage(base, resize_face(crop, DETAIL_SIZE), input_size, size,
+                                                strength=strength)
                 weights.append(None)
             else:
+                usable = trust > 0  # a stranger's references are not even warped
+                detailed, used = self.detail_stage(base, resize_face(crop, DETAIL_SIZE), input_size, size,
+                                                   cache.crops[usable], cache.landmarks[usable], trust[usable],
+                                                   strength=strength)
                 shares = np.zeros(len(usable))
                 shares[usable] = 0 if used is None else used
                 weights.append([round(float(share), 3) for share in shares])
+            restored.append(resize_face(detailed, crop_size))
         return restored, weights
 
     def _reference_trust(self, cache: ReferenceCache | None, restored: np.ndarray) -> np.ndarray | None:

@@ -199,3 +199,20 @@ def test_a_small_face_without_references_is_the_restorer_alone(default_pipeline,
     assert default_pipeline.analyzer.find_faces(small)[0].side_in_photo() <= default_pipeline.face_size
     np.testing.assert_array_equal(default_pipeline.restore(small, seed=0).image,
                                   default_pipeline.restore(small, seed=0, detail_strength=0).image)
+
+
+def test_a_strangers_references_weigh_less_than_the_persons_own(default_pipeline, shared):
+    """FRLL 001's face with FRLL 003's photos as references, then with its own: the identity trust and the gates
+    give the stranger's photos less weight (not none: dlib's similarity of two people reaches the trust's ramp,
+    docs/reference-detail.md), and a reference far below the stranger threshold gets none."""
+    photo = read_image(shared / "data/frll/images/001/001_03.jpg")
+    crop = default_pipeline.analyzer.find_faces(photo)[0].align(photo, DETAIL_SIZE)[0]
+    views = ("08", "02", "04", "07")
+    stranger = default_pipeline.encode_references([shared / f"data/frll/images/003/003_{v}.jpg" for v in views])
+    own = default_pipeline.encode_references([shared / f"data/frll/images/001/001_{v}.jpg" for v in views])
+    _, [stranger_weights] = default_pipeline.restore_faces_with_weights([crop], refs=stranger, seed=0)
+    _, [own_weights] = default_pipeline.restore_faces_with_weights([crop], refs=own, seed=0)
+    assert sum(stranger_weights) < 0.8 * sum(own_weights)
+    stranger.identity = -stranger.identity  # as unlike the face as a descriptor can be
+    _, [none] = default_pipeline.restore_faces_with_weights([crop], refs=stranger, seed=0)
+    assert none == [0.0] * 4

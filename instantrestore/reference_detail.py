@@ -121,22 +121,27 @@ class ReferenceDetailStage:
         grids = torch.from_numpy(np.stack([warp.grid for warp in warps]))
 
         references = references.astype(np.float32) / 255
-        high_pass = np.stack([reference - _blur(reference, settings.detail_sigma) for reference in references])
+        # luminance detail only: the detail of a differently lit or white-balanced photo keeps the face's colour
+        # (taken before the warp, which is linear: one channel to sample instead of three)
+        high_pass = np.stack([(reference - _blur(reference, settings.detail_sigma)).mean(axis=2, keepdims=True)
+                              for reference in references])
         low = np.stack([_blur(reference, settings.agreement_sigma) for reference in references])
         ones = np.ones(references.shape[:3] + (1,), np.float32)
         stacked = torch.from_numpy(np.concatenate([high_pass, low, ones], axis=3)).permute(0, 3, 1, 2)
         warped = sample(stacked, grids).permute(0, 2, 3, 1).numpy()
-        warped_high, warped_low, valid = warped[..., :3], warped[..., 3:6], warped[..., 6]
+        luminance, warped_low, valid = warped[..., 0], warped[..., 1:4], warped[..., 4]
 
         hull = landmark_hull(target_landmarks, size, settings.hull_feather)
         base_low = _blur(base.astype(np.float32) / 255, settings.agreement_sigma)
-        inside = hull > 0.5
+        # colour statistics inside the hull, from every 4th pixel: the low frequencies vary slowly
+        inside = (hull > 0.5)[::4, ::4]
+        face_stats = lambda low_image: (low_image[::4, ::4][inside].mean(0), low_image[::4, ::4][inside].std(0) + 1e-3)
+        mean_base, std_base = face_stats(base_low)
         confidences = []
         for k, warp in enumerate(warps):
             # colour-match the reference's low frequencies to the face's inside the hull: light and white balance
             # differ between photos, so a global colour difference is not a disagreement
-            mean_ref, std_ref = warped_low[k][inside].mean(0), warped_low[k][inside].std(0) + 1e-3
-            mean_base, std_base = base_low[inside].mean(0), base_low[inside].std(0) + 1e-3
+            mean_ref, std_ref = face_stats(warped_low[k])
             matched = (warped_low[k] - mean_ref) / std_ref * std_base + mean_base
             difference = np.abs(matched - base_low).mean(axis=2)
             agreement = np.exp(-(difference / settings.agreement_scale) ** 2)
@@ -145,8 +150,6 @@ class ReferenceDetailStage:
             confidences.append(valid[k] * gate * (1.0 if trust is None else float(trust[k])))
         confidence = np.stack(confidences)
         total = confidence.sum(0)
-        # luminance detail only: the detail of a differently lit or white-balanced photo keeps the face's colour
-        luminance = warped_high.mean(axis=3)
         emphasis = confidence ** settings.fusion_power
         fused = (emphasis * luminance).sum(0) / np.maximum(emphasis.sum(0), 1e-6)
         region = hull + settings.outside_weight * (1 - hull)

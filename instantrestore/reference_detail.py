@@ -22,12 +22,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from instantrestore.faces.identity import ALIGNED_FACE_BOX
 from instantrestore.faces.landmarks import LandmarkPredictor
 from instantrestore.faces.warp import PiecewiseAffineWarp, sample
+from instantrestore.models.detail_fusion import DetailFusionNet
 
 DETAIL_SIZE = 512  # FFHQ's crop size: references are cut at it (faces/align.py ALIGN_SIZE)
+FEATURE_STRIDE = 4  # the fusion net's features and weights are at DETAIL_SIZE / 4
+# the fusion net's inputs, per reference: colour-matched low frequencies (3), their difference to the face's
+# (3), rule-based confidence, valid pixels, warp bend, detail amplitude; per face: low frequencies (3), the
+# input (3), landmark hull, detail amplitude
+REFERENCE_FEATURES = 10
+FACE_FEATURES = 8
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,54 @@ class DetailSettings:
     own_full_ratio: float = 1.1     # the input's band replaces the restoration's fully from this amplitude ratio on
     own_noise_factor: float = 2.0   # noise deviations shrunk off that amplitude...
     own_noise_floor: float = 1.0    # ...above this estimate (grey levels): below it the estimate is fine texture
+    band_sigmas: tuple[float, ...] = (1.0, 2.0)  # the fused detail's bands, each with its learned gain
+    shape_sigma: float = 16.0       # the references' shapes: their low frequencies (agreement_sigma) less this blur
+
+
+@dataclass
+class DetailInputs:
+    """What the fusion reads, batched (B faces, K references, S = DETAIL_SIZE, s = S / FEATURE_STRIDE)."""
+
+    detail: torch.Tensor              # (B, K, S, S) each warped reference's luminance high-pass, of 1
+    confidence: torch.Tensor          # (B, K, S, S) rule-based: valid pixels x gates x identity trust
+    hull: torch.Tensor                # (B, S, S) the face's feathered landmark hull
+    reference_features: torch.Tensor  # (B, K, REFERENCE_FEATURES, s, s)
+    face_features: torch.Tensor       # (B, FACE_FEATURES, s, s)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _features(maps: list[np.ndarray]) -> np.ndarray:
+    """(C, s, s) float32: (S, S) and (S, S, c) maps stacked and area-averaged to the fusion net's size."""
+    stacked = np.concatenate([m[..., None] if m.ndim == 2 else m for m in maps], axis=2).astype(np.float32)
+    size = stacked.shape[0] // FEATURE_STRIDE
+    return cv2.resize(stacked, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+
+
+def _upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, H, W) images blurred by a separable Gaussian, edges reflected (as `_blur`'s OpenCV does)."""
+    radius = int(np.ceil(3 * sigma))
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=images.dtype) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    out = F.pad(images[:, None], (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, taps.view(1, 1, 1, -1))
+    return F.conv2d(out, taps.view(1, 1, -1, 1))[:, 0]
+
+
+def detail_bands(detail: torch.Tensor, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
+    """(B, S, S) detail split into bands, finest first, that sum back to it: detail - G(s1), G(s1) - G(s2), ..."""
+    bands, rest = [], detail
+    for sigma in sigmas:
+        smoother = gaussian_blur(detail, sigma)
+        bands.append(rest - smoother)
+        rest = smoother
+    return bands + [rest]
 
 
 def landmarks_of_aligned(predictor: LandmarkPredictor, crop: np.ndarray) -> np.ndarray:
@@ -85,9 +137,12 @@ def noise_sigma(image: np.ndarray) -> float:
 class ReferenceDetailStage:
     """Base restoration at 512 (+ the input crop, + aligned references with landmarks) -> detailed face."""
 
-    def __init__(self, settings: DetailSettings | None = None, predictor: LandmarkPredictor | None = None) -> None:
+    def __init__(self, settings: DetailSettings | None = None, predictor: LandmarkPredictor | None = None,
+                 fusion: DetailFusionNet | None = None) -> None:
+        """`fusion`: the learned weights and band gains (None: the rule-based confidences and the plain band)."""
         self.settings = settings or DetailSettings()
         self.predictor = predictor or LandmarkPredictor()
+        self.fusion = fusion
 
     def own_detail(self, degraded: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """((S, S, 3) float32 change to the base, (S, S) weight): where the input's fine band (above a Gaussian
@@ -111,10 +166,11 @@ class ReferenceDetailStage:
         threshold = settings.own_noise_factor * max(noise_sigma(image) - settings.own_noise_floor, 0.0)
         return band * np.clip(1 - threshold / np.maximum(self._amplitude(band), 1e-6), 0, 1)[..., None]
 
-    def reference_detail(self, base: np.ndarray, references: np.ndarray, reference_landmarks: np.ndarray,
-                         trust: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """((S, S, 3) float32 fused high-pass of the warped references, (K,) mean confidence of each in the face).
-        `trust`: (K,) weights from identity that scale each reference's confidence (None: all 1)."""
+    def prepare(self, base: np.ndarray, degraded: np.ndarray, references: np.ndarray,
+                reference_landmarks: np.ndarray, trust: np.ndarray | None = None) -> DetailInputs:
+        """What the fusion reads for one face (a batch of 1): the references warped onto the base restoration,
+        their detail and rule-based confidence, and the fusion net's features. `trust`: (K,) weights from
+        identity that scale each reference's confidence (None: all 1)."""
         settings, size = self.settings, base.shape[0]
         target_landmarks = landmarks_of_aligned(self.predictor, base)
         warps = [PiecewiseAffineWarp(target_landmarks, landmarks, size) for landmarks in reference_landmarks]
@@ -137,7 +193,7 @@ class ReferenceDetailStage:
         inside = (hull > 0.5)[::4, ::4]
         face_stats = lambda low_image: (low_image[::4, ::4][inside].mean(0), low_image[::4, ::4][inside].std(0) + 1e-3)
         mean_base, std_base = face_stats(base_low)
-        confidences = []
+        confidences, reference_features = [], []
         for k, warp in enumerate(warps):
             # colour-match the reference's low frequencies to the face's inside the hull: light and white balance
             # differ between photos, so a global colour difference is not a disagreement
@@ -147,16 +203,56 @@ class ReferenceDetailStage:
             agreement = np.exp(-(difference / settings.agreement_scale) ** 2)
             bend = np.exp(-(warp.distortion / settings.bend_scale) ** 2)
             gate = agreement * bend if settings.gates else 1.0
-            confidences.append(valid[k] * gate * (1.0 if trust is None else float(trust[k])))
-        confidence = np.stack(confidences)
-        total = confidence.sum(0)
+            confidence = valid[k] * gate * (1.0 if trust is None else float(trust[k]))
+            confidences.append(confidence)
+            amplitude = np.sqrt(_blur(luminance[k] ** 2, FEATURE_STRIDE))
+            reference_features.append(_features([matched, matched - base_low, confidence, valid[k], bend,
+                                                 10 * amplitude]))
+        base_float = base.astype(np.float32) / 255
+        base_band = (base_float - _blur(base_float, settings.detail_sigma)).mean(axis=2)
+        face_features = _features([base_low, degraded.astype(np.float32) / 255, hull,
+                                   10 * np.sqrt(_blur(base_band ** 2, FEATURE_STRIDE))])
+        as_batch = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]
+        return DetailInputs(detail=as_batch(luminance), confidence=as_batch(np.stack(confidences)),
+                            hull=as_batch(hull), reference_features=as_batch(np.stack(reference_features)),
+                            face_features=as_batch(face_features))
+
+    def fuse(self, inputs: DetailInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, S, S) fused luminance detail of the references, of 1, weighted for where it goes; (B, K) mean
+        confidence of each reference inside the face). Differentiable in the fusion net's weights."""
+        settings, size = self.settings, inputs.detail.shape[-1]
+        confidence = inputs.confidence
+        log_gains = shape_change = None
+        if self.fusion is not None:
+            logits, log_gains, shape_weight = self.fusion(inputs.reference_features, inputs.face_features)
+            confidence = confidence * torch.exp(_upsample(logits, size))
+            feature_size = inputs.reference_features.shape[-1]
+            shape_change = _upsample(shape_weight[:, None], feature_size)[:, 0] * self._shape_change(inputs, logits)
+        total = confidence.sum(dim=1)
         emphasis = confidence ** settings.fusion_power
-        fused = (emphasis * luminance).sum(0) / np.maximum(emphasis.sum(0), 1e-6)
+        fused = (emphasis * inputs.detail).sum(dim=1) / emphasis.sum(dim=1).clamp_min(1e-6)
+        if log_gains is not None:
+            gains = torch.exp(_upsample(log_gains, size)).unbind(dim=1)
+            fused = sum(gain * band for gain, band in zip(gains, detail_bands(fused, settings.band_sigmas)))
+        hull = inputs.hull
         region = hull + settings.outside_weight * (1 - hull)
-        weight = region * np.minimum(total, 1.0)
-        detail = (fused * weight)[..., None].repeat(3, axis=2) * 255
-        used = (confidence * hull).sum(axis=(1, 2)) / max(float(hull.sum()), 1e-6)
+        used = (confidence * hull[:, None]).sum(dim=(2, 3)) / hull.sum(dim=(1, 2))[:, None].clamp_min(1e-6)
+        detail = fused * region * total.clamp(max=1.0)
+        if shape_change is not None:  # weighed by the net alone: it replaces the face's shapes, it adds no detail
+            detail = detail + hull * _upsample(shape_change[:, None], size)[:, 0]
         return detail, used
+
+    def _shape_change(self, inputs: DetailInputs, logits: torch.Tensor) -> torch.Tensor:
+        """(B, s, s) the references' fused shape band minus the face's, in luminance at the features' size: the
+        colour-matched low frequencies (features 0-2) less their blur of `shape_sigma`, weighed per reference by
+        its confidence (feature 6) and the net's logits."""
+        sigma = self.settings.shape_sigma / FEATURE_STRIDE
+        band = lambda low: low - gaussian_blur(low, sigma)
+        references = inputs.reference_features
+        shapes = band(references[:, :, 0:3].mean(dim=2).flatten(0, 1)).unflatten(0, references.shape[:2])
+        weights = references[:, :, 6] * torch.exp(_upsample(logits, references.shape[-1]))
+        fused = (weights * shapes).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-6)
+        return fused - band(inputs.face_features[:, 0:3].mean(dim=1))
 
     def __call__(self, base: np.ndarray, degraded: np.ndarray, input_size: int, restorer_size: int,
                  references: np.ndarray | None = None, reference_landmarks: np.ndarray | None = None,
@@ -176,6 +272,9 @@ class ReferenceDetailStage:
             own_weight = own_weight[..., None]
         used = None
         if references is not None and len(references):
-            detail, used = self.reference_detail(base, references, reference_landmarks, trust)
+            inputs = self.prepare(base, degraded, references, reference_landmarks, trust)
+            with torch.no_grad():
+                detail, used = self.fuse(inputs)
+            detail, used = detail[0].numpy()[..., None] * 255, used[0].numpy()
             out += strength * (1 - own_weight) * detail  # the face's own detail, where it has some, comes first
         return np.clip(out.round(), 0, 255).astype(np.uint8), used

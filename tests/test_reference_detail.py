@@ -11,8 +11,10 @@ from instantrestore.faces.align import resize_face
 from instantrestore.faces.identity import DlibIdentity
 from instantrestore.faces.warp import PiecewiseAffineWarp, sample
 from instantrestore.imageio import read_image
-from instantrestore.reference_detail import (DETAIL_SIZE, DetailSettings, ReferenceDetailStage, landmark_hull,
-                                             landmarks_of_aligned)
+from instantrestore.errors import WeightsError
+from instantrestore.models.detail_fusion import DetailFusionNet
+from instantrestore.reference_detail import (DETAIL_SIZE, FACE_FEATURES, REFERENCE_FEATURES, DetailSettings,
+                                             ReferenceDetailStage, detail_bands, landmark_hull, landmarks_of_aligned)
 from instantrestore.references import ReferenceCache
 
 SIZE = 256
@@ -127,7 +129,8 @@ def test_untrained_transfer_is_the_mean_high_pass_inside_the_hull(sharp_face):
     landmarks = landmarks_of_aligned(stage.predictor, base)
     references = np.stack([sharp_face, np.ascontiguousarray(sharp_face[:, ::-1])])
     reference_landmarks = np.stack([landmarks_of_aligned(stage.predictor, r) for r in references])
-    detail, used = stage.reference_detail(base, references, reference_landmarks)
+    detail, used = stage.fuse(stage.prepare(base, sharp_face, references, reference_landmarks))
+    detail, used = detail[0].numpy() * 255, used[0].numpy()
 
     high_pass = []
     for reference, points in zip(references, reference_landmarks):
@@ -137,7 +140,7 @@ def test_untrained_transfer_is_the_mean_high_pass_inside_the_hull(sharp_face):
         high_pass.append(sample(torch.from_numpy(band).permute(2, 0, 1)[None], grid)[0].mean(0).numpy())
     hull = landmark_hull(landmarks, DETAIL_SIZE, settings.hull_feather)
     expected = np.mean(high_pass, axis=0) * hull * 255
-    np.testing.assert_allclose(detail[..., 0], expected, atol=0.02)
+    np.testing.assert_allclose(detail, expected, atol=0.02)
     assert used.shape == (2,) and np.all(used > 0.9)
 
 
@@ -216,3 +219,81 @@ def test_a_strangers_references_weigh_less_than_the_persons_own(default_pipeline
     stranger.identity = -stranger.identity  # as unlike the face as a descriptor can be
     _, [none] = default_pipeline.restore_faces_with_weights([crop], refs=stranger, seed=0)
     assert none == [0.0] * 4
+
+
+# ------------------------------------------------------------------------------------------- the learned fusion
+def _two_reference_inputs(stage, sharp_face):
+    base = cv2.GaussianBlur(sharp_face, (0, 0), 3)
+    references = np.stack([sharp_face, np.ascontiguousarray(sharp_face[:, ::-1])])
+    landmarks = np.stack([landmarks_of_aligned(stage.predictor, r) for r in references])
+    return stage.prepare(base, sharp_face, references, landmarks)
+
+
+def test_an_untrained_fusion_net_is_the_rule_based_stage(stage, sharp_face):
+    """Both heads start at zero: training starts from the stage as measured without it."""
+    inputs = _two_reference_inputs(stage, sharp_face)
+    fused = ReferenceDetailStage(fusion=DetailFusionNet(REFERENCE_FEATURES, FACE_FEATURES, bands=3))
+    with torch.no_grad():
+        expected, expected_used = stage.fuse(inputs)
+        detail, used = fused.fuse(inputs)
+    torch.testing.assert_close(detail, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(used, expected_used)
+
+
+def test_detail_bands_sum_back_to_the_detail():
+    detail = torch.randn(2, 64, 64)
+    bands = detail_bands(detail, (1.0, 2.0))
+    assert len(bands) == 3
+    torch.testing.assert_close(sum(bands), detail, atol=1e-5, rtol=0)
+    assert bands[0].abs().mean() > 0 and bands[2].std() < detail.std()  # finest first
+
+
+def test_fusion_net_treats_references_as_a_set_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    net = DetailFusionNet(REFERENCE_FEATURES, FACE_FEATURES, bands=3, width=8)
+    for parameter in net.parameters():  # heads away from zero, so the test sees them
+        parameter.data.normal_(0, 0.3)
+    references, face = torch.rand(1, 3, REFERENCE_FEATURES, 16, 16), torch.rand(1, FACE_FEATURES, 16, 16)
+    logits, gains, shape_weight = net(references, face)
+    swapped_logits, swapped_gains, swapped_shape_weight = net(references[:, [2, 0, 1]], face)
+    torch.testing.assert_close(swapped_logits, logits[:, [2, 0, 1]], atol=1e-5, rtol=0)
+    torch.testing.assert_close(swapped_gains, gains, atol=1e-5, rtol=0)
+    torch.testing.assert_close(swapped_shape_weight, shape_weight, atol=1e-5, rtol=0)
+    loaded = DetailFusionNet.from_pretrained(net.save_pretrained(tmp_path / "fusion"))
+    torch.testing.assert_close(loaded(references, face)[0], logits)
+    with pytest.raises(WeightsError, match="no detail fusion weights"):
+        DetailFusionNet.from_pretrained(tmp_path / "missing")
+
+
+def test_training_the_fusion_lowers_its_loss_and_resumes(tmp_path):
+    """Two synthetic samples whose truth is the start plus twice the references' detail: the band gains must
+    grow, the loss fall; a second call resumes from the checkpoint."""
+    from safetensors.torch import save_file
+
+    from instantrestore.training.detail_stage import compose, load_samples, train
+
+    rng = torch.Generator().manual_seed(0)
+    size, k = 64, 2
+    for number in range(2):
+        detail = 0.05 * torch.randn(k, size, size, generator=rng)
+        start = 60 + 120 * torch.rand(3, size, size, generator=rng)
+        hull = torch.zeros(size, size)
+        hull[8:56, 8:56] = 1
+        target = (start + 2 * 255 * hull * detail.mean(0)).clamp(0, 255).round().to(torch.uint8)
+        sample = {"detail": detail, "confidence": torch.ones(k, size, size), "hull": hull, "start": start,
+                  "free": torch.ones(size, size), "reference_features": torch.rand(k, REFERENCE_FEATURES, 16, 16),
+                  "face_features": torch.rand(FACE_FEATURES, 16, 16)}
+        save_file({**{name: t.half() for name, t in sample.items()}, "target": target}, tmp_path / f"{number:05d}.safetensors")
+    samples = load_samples(str(tmp_path))
+    stage = ReferenceDetailStage()
+    untrained = float(torch.abs(torch.sub(*compose(stage, samples))).mean())
+    out = tmp_path / "run"
+    train(str(tmp_path), str(out), minutes=0.05, batch_size=2, lr=1e-2, identity_weight=0, width=8, log_every=1,
+          checkpoint_every=5)
+    first_steps = len((out / "log.csv").read_text().splitlines())
+    final = train(str(tmp_path), str(out), minutes=0.1, batch_size=2, lr=1e-2, identity_weight=0, width=8,
+                  log_every=1, checkpoint_every=5)
+    assert len((out / "log.csv").read_text().splitlines()) > first_steps  # went on from the checkpoint
+    trained = ReferenceDetailStage(fusion=DetailFusionNet.from_pretrained(final))
+    with torch.no_grad():
+        assert float(torch.abs(torch.sub(*compose(trained, samples))).mean()) < 0.8 * untrained

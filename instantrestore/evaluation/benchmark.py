@@ -409,8 +409,10 @@ def run_benchmark(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 def _load(name: str, device: str) -> FaceRestorationPipeline:
     """A model by name or path, with options after colons: `:detail=S` its detail strength (`default:detail=0`:
-    the restorer alone), `:gates=0` the detail stage without its confidence gates (the untrained transfer)."""
+    the restorer alone), `:gates=0` the detail stage without its confidence gates (the untrained transfer),
+    `:fusion=DIR` the stage's fusion net from a `save_pretrained` folder (`:fusion=none`: the rule-based one)."""
     import instantrestore
+    from instantrestore.models.detail_fusion import DetailFusionNet
     from instantrestore.reference_detail import DetailSettings, ReferenceDetailStage
 
     name, *options = name.split(":")
@@ -418,13 +420,16 @@ def _load(name: str, device: str) -> FaceRestorationPipeline:
         settings = dict(option.split("=", 1) for option in options)
         detail_strength = float(settings.pop("detail", 1.0))
         gates = settings.pop("gates", "1") != "0"
+        fusion = settings.pop("fusion", None)
     except ValueError:
-        raise ConfigError(f"{name}:{':'.join(options)}: expected options detail=S (0 to 1) and gates=0|1") from None
+        raise ConfigError(f"{name}:{':'.join(options)}: expected options detail=S (0 to 1), gates=0|1 and "
+                          "fusion=DIR|none") from None
     if settings:
-        raise ConfigError(f"{name}: unknown model options {sorted(settings)} (detail, gates)")
+        raise ConfigError(f"{name}: unknown model options {sorted(settings)} (detail, gates, fusion)")
     pipeline = instantrestore.load_restorer(name, device=device, detail_strength=detail_strength)
-    if not gates:
-        pipeline.detail_stage = ReferenceDetailStage(DetailSettings(gates=False))
+    if not gates or fusion is not None:
+        net = None if fusion in (None, "none") else DetailFusionNet.from_pretrained(fusion)
+        pipeline.detail_stage = ReferenceDetailStage(DetailSettings(gates=gates), fusion=net)
     return pipeline
 
 

@@ -243,12 +243,12 @@ class FaceRestorationPipeline:
 
     def _reference_trust(self, cache: ReferenceCache | None, restored: np.ndarray) -> np.ndarray | None:
         """(K,) weight in [0, 1] of each reference for this face by identity: a stranger's references get none
-        (`IdentityModel.reference_weights`); None without full-resolution references."""
+        (`IdentityModel.reference_trust`); None without full-resolution references."""
         if cache is None or cache.crops is None or not len(cache):
             return None
         if cache.identity is None:
             return np.ones(len(cache))
-        return self.identity_model.reference_weights(cache.identity @ self.identity_model.embed([restored])[0])
+        return self.identity_model.reference_trust(self.identity_model.embed([restored])[0], cache.identity)
 
     # ----------------------------------------------------------------- whole photos
     def background_upsampler(self, upscale: int, choice: str | BackgroundUpsampler | None = None

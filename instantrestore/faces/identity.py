@@ -29,10 +29,6 @@ from instantrestore.models.registry import weights_dir
 # is run in this fixed box instead of detecting again on every crop.
 ALIGNED_FACE_BOX = np.array([0.20, 0.32, 0.79, 0.91])
 
-# Other people's dlib descriptors (FRLL train people, one each), against which a reference's similarity to a
-# restored face is normalised; written by scripts/data/make_identity_cohort.py.
-DLIB_COHORT_PATH = Path(__file__).resolve().parents[1] / "weights" / "identity_cohort" / "dlib_frll_train.safetensors"
-
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
     """Cosine similarity of two descriptors (float), or of every row of `a` with every row of `b` (matrix)."""
@@ -49,58 +45,39 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def load_cohort(path: str | os.PathLike) -> np.ndarray:
-    """(M, dim) float32 unit descriptors of a cohort file (scripts/data/make_identity_cohort.py)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return _unit(load_file(str(path))["descriptors"])
-    except (FileNotFoundError, SafetensorError, KeyError) as err:
-        raise WeightsError(f"{path}: identity cohort not readable ({str(err).splitlines()[0]}); reinstall "
-                           "instantrestore or run scripts/data/make_identity_cohort.py") from None
-
-
 class IdentityModel(ABC):
     name: str
     dim: int
     same_person_threshold: float  # cosine similarity above which two faces are taken as one person
-    # Other people's descriptors (M, dim) that a reference's similarity to a restored face is weighed against
-    # (`identity_margin`); None: no cohort for this net, and only references at `same_person_threshold` or above
-    # are used (`reference_trust`).
-    cohort: np.ndarray | None = None
-    # How many of the cohort's most similar members stand for "the nearest strangers" of a face: of 1 to all 82,
-    # the one that kept most own references with every stranger's out (docs/reference-detail.md).
-    COHORT_NEAREST = 10
-    # `identity_margin` at or below which a reference is taken for another person's and gets no weight, and from
-    # which on it gets full weight (linear between); set from scripts/measure/reference_gate.py.
-    stranger_margin: float | None = None
-    same_person_margin: float | None = None
+    # At or below this similarity to a restored face a reference is taken for another person's, and the detail
+    # stage gives it no weight (full weight from `same_person_threshold` on, linear between). None: not measured
+    # for this net, so only references at `same_person_threshold` or above are used.
+    stranger_threshold: float | None = None
 
-    def identity_margin(self, face: np.ndarray, references: np.ndarray) -> np.ndarray:
-        """(K,) how much more alike a restored face (dim,) and each reference (K, dim) are than each is to its
-        nearest strangers: cos(face, ref) - (mean of the face's `COHORT_NEAREST` highest similarities to the
-        cohort + the same of the reference) / 2, a symmetric cohort normalisation (adaptive S-norm of the mean).
-        Members the net takes for the reference's own person are no strangers to it and are left out."""
-        references = np.atleast_2d(np.asarray(references, np.float64))
-        face = np.asarray(face, np.float64)
-        face_to_cohort = self.cohort @ face  # (M,)
-        reference_to_cohort = references @ self.cohort.T  # (K, M)
-        strangers = reference_to_cohort < self.same_person_threshold
-        margins = []
-        for similarity, to_cohort, others in zip(references @ face, reference_to_cohort, strangers):
-            nearest_to_face = np.sort(face_to_cohort[others])[-self.COHORT_NEAREST:]
-            nearest_to_reference = np.sort(to_cohort[others])[-self.COHORT_NEAREST:]
-            margins.append(similarity - (nearest_to_face.mean() + nearest_to_reference.mean()) / 2)
-        return np.array(margins)
+    def reference_weights(self, similarity: np.ndarray) -> np.ndarray:
+        """Each reference's weight in [0, 1] from its cosine similarity to the restored face."""
+        similarity = np.asarray(similarity, np.float64)
+        if self.stranger_threshold is None:
+            return (similarity >= self.same_person_threshold).astype(np.float64)
+        span = self.same_person_threshold - self.stranger_threshold
+        return np.clip((similarity - self.stranger_threshold) / span, 0, 1)
 
-    def reference_trust(self, face: np.ndarray, references: np.ndarray) -> np.ndarray:
-        """(K,) each reference's weight in [0, 1] for a restored face, from their descriptors: 0 for another
-        person's (`identity_margin` at or below `stranger_margin`), 1 from `same_person_margin` on."""
-        if self.cohort is None:
-            return (np.atleast_2d(references) @ face >= self.same_person_threshold).astype(np.float64)
-        span = self.same_person_margin - self.stranger_margin
-        return np.clip((self.identity_margin(face, references) - self.stranger_margin) / span, 0, 1)
+    def album_outliers(self, references: np.ndarray) -> np.ndarray:
+        """(K,) bool: which references (K, dim unit descriptors of one album, meant to show one person) are
+        another person's photo among the person's own, judged on the clean photos alone.
+
+        Two references match when their cosine is at least `same_person_threshold`. The album's core is the
+        references that each match at least half of the others; a reference outside the core that matches no
+        core reference is an outlier. So with 3 photos of A and 1 of B, B is cut (A's three match each other);
+        a varied photo of A that still matches one of A's is kept; an album with no core (K = 2 that disagree,
+        2 + 2 photos of two people, photos that all disagree) cuts none: which person is meant is not known,
+        and the face-to-reference trust (`reference_weights`) weighs them instead.
+        """
+        references = np.asarray(references, np.float64)
+        matches = references @ references.T >= self.same_person_threshold
+        np.fill_diagonal(matches, False)
+        core = matches.sum(axis=1) >= (len(references) - 1) / 2
+        return core.any() & ~core & ~matches[:, core].any(axis=1)
 
     @abstractmethod
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -121,15 +98,13 @@ class DlibIdentity(IdentityModel):
     name = "dlib"
     dim = 128
     same_person_threshold = 0.925
-    # just above the highest margin of any other person's reference to a blind restoration measured, and where
-    # own references of mildly degraded faces start (docs/reference-detail.md; scripts/measure/reference_gate.py)
-    stranger_margin = 0.05
-    same_person_margin = 0.06
+    # a severely degraded face restored blind scores about this against other people's references on average
+    # (docs/reference-detail.md; scripts/measure/reference_gate.py)
+    stranger_threshold = 0.85
 
     def __init__(self) -> None:
         import dlib
 
-        self.cohort = load_cohort(DLIB_COHORT_PATH)
         self.model = dlib.face_recognition_model_v1(dlib_model_files().face_recognition_model_location())
         self.landmarks = LandmarkPredictor()
 

@@ -1,12 +1,12 @@
-"""Write the shipped identity cohort: one dlib descriptor per FRLL train person, for the reference trust's S-norm.
+"""Write an identity cohort: one dlib descriptor per FRLL train person, for reference_gate.py's S-norm margin.
 
-    python scripts/data/make_identity_cohort.py --frll ../shared/data/frll
+    python scripts/data/make_identity_cohort.py --frll ../shared/data/frll -o data/identity_cohort_dlib.safetensors
 
 Each train person of FRLL's `splits.csv` (val people never enter it: they are what the cohort is measured on)
 is described by the mean of the unit dlib descriptors of their frontal and three-quarter photos (`COHORT_VIEWS`),
 each aligned and embedded exactly as the pipeline encodes a reference, renormalised. Written as float16 to
-`instantrestore/weights/identity_cohort/` (`DLIB_COHORT_PATH`) with the people's ids in the metadata (`cohort`);
-the same photos and code give the same bytes.
+`--out` with the people's ids in the metadata (`cohort`); the same photos and code give the same bytes. A
+measurement, not shipped: scripts/measure/reference_gate.py --cohort reads it (docs/reference-detail.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from safetensors.numpy import save_file
 
 from instantrestore import load_restorer
 from instantrestore.faces.align import resize_face
-from instantrestore.faces.identity import DLIB_COHORT_PATH
 from instantrestore.imageio import read_image
 
 # FRLL views (data/frll/views.csv) dlib describes well: neutral and smiling, front and three-quarter. Profiles
@@ -37,7 +36,7 @@ def train_people(frll: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frll", type=Path, default=Path("../shared/data/frll"))
-    parser.add_argument("-o", "--out", type=Path, default=DLIB_COHORT_PATH)
+    parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
 
     restorer = load_restorer("default", detail_strength=0)

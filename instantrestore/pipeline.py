@@ -216,6 +216,7 @@ class FaceRestorationPipeline:
         with torch.no_grad():
             out = tensor_to_faces(self.restorer.restore_tensor(faces_to_tensor(inputs).to(self.device), features,
                                                                generator))
+        outliers = self._album_outliers(cache)
         restored, weights = [], []
         for crop, face, input_size in zip(crops, out, input_sizes):
             crop_size = crop.shape[0]
@@ -225,7 +226,7 @@ class FaceRestorationPipeline:
                 weights.append(None)
                 continue
             base = np.asarray(Image.fromarray(face).resize((DETAIL_SIZE, DETAIL_SIZE), Image.BICUBIC))
-            trust = self._reference_trust(cache, face)
+            trust = self._reference_trust(cache, face, outliers)
             if trust is None:
                 detailed, _ = self.detail_stage(base, resize_face(crop, DETAIL_SIZE), input_size, size,
                                                 strength=strength)
@@ -241,14 +242,23 @@ class FaceRestorationPipeline:
             restored.append(resize_face(detailed, crop_size))
         return restored, weights
 
-    def _reference_trust(self, cache: ReferenceCache | None, restored: np.ndarray) -> np.ndarray | None:
-        """(K,) weight in [0, 1] of each reference for this face by identity: a stranger's references get none
-        (`IdentityModel.reference_weights`); None without full-resolution references."""
+    def _album_outliers(self, cache: ReferenceCache | None) -> np.ndarray | None:
+        """(K,) bool: the references that are another person's photo among the album's
+        (`IdentityModel.album_outliers`), found once for all faces of a call; None without descriptors."""
+        if cache is None or cache.identity is None or not len(cache):
+            return None
+        return self.identity_model.album_outliers(cache.identity)
+
+    def _reference_trust(self, cache: ReferenceCache | None, restored: np.ndarray,
+                         outliers: np.ndarray | None) -> np.ndarray | None:
+        """(K,) weight in [0, 1] of each reference for this face by identity: the cosine ramp to the restored face
+        (`IdentityModel.reference_weights`), 0 for an album outlier; None without full-resolution references."""
         if cache is None or cache.crops is None or not len(cache):
             return None
         if cache.identity is None:
             return np.ones(len(cache))
-        return self.identity_model.reference_weights(cache.identity @ self.identity_model.embed([restored])[0])
+        trust = self.identity_model.reference_weights(cache.identity @ self.identity_model.embed([restored])[0])
+        return np.where(outliers, 0.0, trust)
 
     # ----------------------------------------------------------------- whole photos
     def background_upsampler(self, upscale: int, choice: str | BackgroundUpsampler | None = None

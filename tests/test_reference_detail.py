@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from instantrestore.degradations import degrade
 from instantrestore.faces.align import resize_face
 from instantrestore.faces.identity import DlibIdentity
 from instantrestore.faces.warp import PiecewiseAffineWarp, sample
@@ -150,6 +151,29 @@ def test_stranger_weights():
     np.testing.assert_allclose(weights, [0, 0, (0.9 - 0.85) / (0.925 - 0.85), 1, 1])
 
 
+def _in_a_plane(*degrees: float) -> np.ndarray:
+    """Unit descriptors at these angles in one plane of a 3-D space: 0 and 15 degrees apart match (cosine 0.97 >=
+    0.925), 30 apart do not (0.87)."""
+    radians = np.radians(degrees)
+    return np.stack([np.cos(radians), np.sin(radians), np.zeros_like(radians)], axis=1)
+
+
+def test_an_album_cuts_another_persons_photo_only_where_its_majority_agrees():
+    model = DlibIdentity.__new__(DlibIdentity)  # threshold only, no net
+    person, stranger, other_stranger = _in_a_plane(0, 5, 10), np.array([[0, 0, 1.0]]), np.array([[0, -1.0, 0]])
+    outliers = model.album_outliers
+    assert outliers(np.vstack([person, stranger])).tolist() == [False, False, False, True]
+    assert outliers(np.vstack([person[:2], stranger])).tolist() == [False, False, True]
+    assert outliers(np.vstack([person, stranger, other_stranger])).tolist() == [False] * 3 + [True] * 2
+    # no majority to side with: two photos that disagree, two people twice, photos that all disagree
+    assert not outliers(np.vstack([person[:1], stranger])).any()
+    assert not outliers(np.vstack([person[:2], stranger, stranger])).any()
+    assert not outliers(_in_a_plane(0, 40, 80, 120)).any()
+    # a varied photo of the person still matching one of the album's core is kept (0 and 45 match only 15 and 30)
+    assert not outliers(_in_a_plane(0, 15, 30, 45)).any()
+    assert not outliers(person[:1]).any()
+
+
 def test_reference_cache_keeps_full_resolution_crops(tmp_path):
     rng = np.random.default_rng(0)
     cache = ReferenceCache(faces=rng.integers(0, 255, (2, 16, 16, 3), np.uint8),
@@ -202,6 +226,18 @@ def test_a_small_face_without_references_is_the_restorer_alone(default_pipeline,
     assert default_pipeline.analyzer.find_faces(small)[0].side_in_photo() <= default_pipeline.face_size
     np.testing.assert_array_equal(default_pipeline.restore(small, seed=0).image,
                                   default_pipeline.restore(small, seed=0, detail_strength=0).image)
+
+
+def test_a_strangers_photo_in_the_persons_album_gets_no_weight(default_pipeline, shared):
+    """FRLL 001's face degraded (codeformer preset), with three of 001's photos and one of 003's as references:
+    the album rule cuts 003's photo whatever the restored face looks like; 001's keep their weight."""
+    photo = read_image(shared / "data/frll/images/001/001_03.jpg")
+    crop = default_pipeline.analyzer.find_faces(photo)[0].align(photo, DETAIL_SIZE)[0]
+    degraded = degrade(crop, "codeformer", 0)
+    album = [shared / f"data/frll/images/001/001_{view}.jpg" for view in ("08", "02", "04")]
+    refs = default_pipeline.encode_references(album + [shared / "data/frll/images/003/003_07.jpg"])
+    _, [weights] = default_pipeline.restore_faces_with_weights([degraded], refs=refs, seed=0)
+    assert weights[3] == 0 and min(weights[:3]) > 0
 
 
 def test_a_strangers_references_weigh_less_than_the_persons_own(default_pipeline, shared):

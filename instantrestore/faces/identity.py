@@ -62,6 +62,23 @@ class IdentityModel(ABC):
         span = self.same_person_threshold - self.stranger_threshold
         return np.clip((similarity - self.stranger_threshold) / span, 0, 1)
 
+    def album_outliers(self, references: np.ndarray) -> np.ndarray:
+        """(K,) bool: which references (K, dim unit descriptors of one album, meant to show one person) are
+        another person's photo among the person's own, judged on the clean photos alone.
+
+        Two references match when their cosine is at least `same_person_threshold`. The album's core is the
+        references that each match at least half of the others; a reference outside the core that matches no
+        core reference is an outlier. So with 3 photos of A and 1 of B, B is cut (A's three match each other);
+        a varied photo of A that still matches one of A's is kept; an album with no core (K = 2 that disagree,
+        2 + 2 photos of two people, photos that all disagree) cuts none: which person is meant is not known,
+        and the face-to-reference trust (`reference_weights`) weighs them instead.
+        """
+        references = np.asarray(references, np.float64)
+        matches = references @ references.T >= self.same_person_threshold
+        np.fill_diagonal(matches, False)
+        core = matches.sum(axis=1) >= (len(references) - 1) / 2
+        return core.any() & ~core & ~matches[:, core].any(axis=1)
+
     @abstractmethod
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         """Aligned uint8 RGB crops (any square size) -> (N, dim) float32 unit-norm descriptors."""

@@ -233,8 +233,12 @@ class FaceRestorationPipeline:
                 weights.append(None)
             else:
                 usable = trust > 0  # a stranger's references are not even warped
+                settings = self.detail_stage.settings
+                if settings not in cache.detail_planes:  # once per album
+                    cache.detail_planes[settings] = self.detail_stage.reference_planes(cache.crops)
                 detailed, used = self.detail_stage(base, resize_face(crop, DETAIL_SIZE), input_size, size,
-                                                   cache.crops[usable], cache.landmarks[usable], trust[usable],
+                                                   cache.detail_planes[settings][torch.from_numpy(usable)],
+                                                   cache.landmarks[usable], trust[usable],
                                                    strength=strength)
                 shares = np.zeros(len(usable))
                 shares[usable] = 0 if used is None else used

@@ -66,12 +66,17 @@ class DetailInputs:
     detail: torch.Tensor              # (B, K, S, S) each warped reference's luminance high-pass, of 1
     confidence: torch.Tensor          # (B, K, S, S) rule-based: valid pixels x gates x identity trust
     hull: torch.Tensor                # (B, S, S) the face's feathered landmark hull
-    reference_features: torch.Tensor  # (B, K, REFERENCE_FEATURES, s, s)
-    face_features: torch.Tensor       # (B, FACE_FEATURES, s, s)
+    reference_features: torch.Tensor | None = None  # (B, K, REFERENCE_FEATURES, s, s), for a fusion net
+    face_features: torch.Tensor | None = None       # (B, FACE_FEATURES, s, s)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _channel_mean(image: np.ndarray) -> np.ndarray:
+    """(S, S) mean of an (S, S, 3) image's channels (numpy's mean over the last axis is several times slower)."""
+    return (image[..., 0] + image[..., 1] + image[..., 2]) / 3
 
 
 def _features(maps: list[np.ndarray]) -> np.ndarray:
@@ -156,7 +161,7 @@ class ReferenceDetailStage:
         return weight[..., None] * (input_band - base_band), weight
 
     def _amplitude(self, band: np.ndarray) -> np.ndarray:
-        return np.sqrt(_blur((band ** 2).mean(axis=2), self.settings.own_window))
+        return np.sqrt(_blur(_channel_mean(band ** 2), self.settings.own_window))
 
     def less_noise(self, band: np.ndarray, image: np.ndarray) -> np.ndarray:
         """A fine band of the uint8 `image`, its local amplitude shrunk by `own_noise_factor` deviations of the
@@ -166,25 +171,32 @@ class ReferenceDetailStage:
         threshold = settings.own_noise_factor * max(noise_sigma(image) - settings.own_noise_floor, 0.0)
         return band * np.clip(1 - threshold / np.maximum(self._amplitude(band), 1e-6), 0, 1)[..., None]
 
-    def prepare(self, base: np.ndarray, degraded: np.ndarray, references: np.ndarray,
-                reference_landmarks: np.ndarray, trust: np.ndarray | None = None) -> DetailInputs:
-        """What the fusion reads for one face (a batch of 1): the references warped onto the base restoration,
-        their detail and rule-based confidence, and the fusion net's features. `trust`: (K,) weights from
-        identity that scale each reference's confidence (None: all 1)."""
+    def reference_planes(self, references: np.ndarray) -> torch.Tensor:
+        """(K, 5, S, S) what the stage samples from each (K, S, S, 3) uint8 reference, the same for every face it
+        serves (the pipeline keeps it with the reference cache): the luminance high-pass, the low frequencies
+        (3) and a plane of ones that, warped, marks where the reference has pixels. Luminance detail only: the
+        detail of a differently lit or white-balanced photo keeps the face's colour."""
+        settings = self.settings
+        references = references.astype(np.float32) / 255
+        grey = [_channel_mean(reference) for reference in references]
+        high_pass = np.stack([(image - _blur(image, settings.detail_sigma))[..., None] for image in grey])
+        low = np.stack([_blur(reference, settings.agreement_sigma) for reference in references])
+        ones = np.ones(references.shape[:3] + (1,), np.float32)
+        return torch.from_numpy(np.concatenate([high_pass, low, ones], axis=3)).permute(0, 3, 1, 2).contiguous()
+
+    def prepare(self, base: np.ndarray, degraded: np.ndarray, reference_planes: torch.Tensor,
+                reference_landmarks: np.ndarray, trust: np.ndarray | None = None,
+                with_features: bool | None = None) -> DetailInputs:
+        """What the fusion reads for one face (a batch of 1): the references (`reference_planes`) warped onto the
+        base restoration, their detail and rule-based confidence, and the fusion net's features
+        (`with_features`, by default when the stage has a net). `trust`: (K,) weights from identity that scale
+        each reference's confidence (None: all 1)."""
         settings, size = self.settings, base.shape[0]
+        with_features = self.fusion is not None if with_features is None else with_features
         target_landmarks = landmarks_of_aligned(self.predictor, base)
         warps = [PiecewiseAffineWarp(target_landmarks, landmarks, size) for landmarks in reference_landmarks]
         grids = torch.from_numpy(np.stack([warp.grid for warp in warps]))
-
-        references = references.astype(np.float32) / 255
-        # luminance detail only: the detail of a differently lit or white-balanced photo keeps the face's colour
-        # (taken before the warp, which is linear: one channel to sample instead of three)
-        high_pass = np.stack([(reference - _blur(reference, settings.detail_sigma)).mean(axis=2, keepdims=True)
-                              for reference in references])
-        low = np.stack([_blur(reference, settings.agreement_sigma) for reference in references])
-        ones = np.ones(references.shape[:3] + (1,), np.float32)
-        stacked = torch.from_numpy(np.concatenate([high_pass, low, ones], axis=3)).permute(0, 3, 1, 2)
-        warped = sample(stacked, grids).permute(0, 2, 3, 1).numpy()
+        warped = sample(reference_planes, grids).permute(0, 2, 3, 1).numpy()
         luminance, warped_low, valid = warped[..., 0], warped[..., 1:4], warped[..., 4]
 
         hull = landmark_hull(target_landmarks, size, settings.hull_feather)
@@ -199,23 +211,28 @@ class ReferenceDetailStage:
             # differ between photos, so a global colour difference is not a disagreement
             mean_ref, std_ref = face_stats(warped_low[k])
             matched = (warped_low[k] - mean_ref) / std_ref * std_base + mean_base
-            difference = np.abs(matched - base_low).mean(axis=2)
+            difference = _channel_mean(np.abs(matched - base_low))
             agreement = np.exp(-(difference / settings.agreement_scale) ** 2)
             bend = np.exp(-(warp.distortion / settings.bend_scale) ** 2)
             gate = agreement * bend if settings.gates else 1.0
             confidence = valid[k] * gate * (1.0 if trust is None else float(trust[k]))
             confidences.append(confidence)
+            if not with_features:
+                continue
             amplitude = np.sqrt(_blur(luminance[k] ** 2, FEATURE_STRIDE))
             reference_features.append(_features([matched, matched - base_low, confidence, valid[k], bend,
                                                  10 * amplitude]))
-        base_float = base.astype(np.float32) / 255
-        base_band = (base_float - _blur(base_float, settings.detail_sigma)).mean(axis=2)
-        face_features = _features([base_low, degraded.astype(np.float32) / 255, hull,
-                                   10 * np.sqrt(_blur(base_band ** 2, FEATURE_STRIDE))])
         as_batch = lambda array: torch.from_numpy(np.ascontiguousarray(array, np.float32))[None]
-        return DetailInputs(detail=as_batch(luminance), confidence=as_batch(np.stack(confidences)),
-                            hull=as_batch(hull), reference_features=as_batch(np.stack(reference_features)),
-                            face_features=as_batch(face_features))
+        inputs = DetailInputs(detail=as_batch(luminance), confidence=as_batch(np.stack(confidences)),
+                              hull=as_batch(hull))
+        if with_features:
+            base_grey = _channel_mean(base.astype(np.float32) / 255)
+            base_band = base_grey - _blur(base_grey, settings.detail_sigma)
+            face_features = _features([base_low, degraded.astype(np.float32) / 255, hull,
+                                       10 * np.sqrt(_blur(base_band ** 2, FEATURE_STRIDE))])
+            inputs.reference_features = as_batch(np.stack(reference_features))
+            inputs.face_features = as_batch(face_features)
+        return inputs
 
     def fuse(self, inputs: DetailInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """((B, S, S) fused luminance detail of the references, of 1, weighted for where it goes; (B, K) mean
@@ -255,13 +272,13 @@ class ReferenceDetailStage:
         return fused - band(inputs.face_features[:, 0:3].mean(dim=1))
 
     def __call__(self, base: np.ndarray, degraded: np.ndarray, input_size: int, restorer_size: int,
-                 references: np.ndarray | None = None, reference_landmarks: np.ndarray | None = None,
+                 reference_planes: torch.Tensor | None = None, reference_landmarks: np.ndarray | None = None,
                  trust: np.ndarray | None = None, strength: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
         """(detailed uint8 face, each reference's mean confidence inside the face or None without references).
 
         `base` and `degraded` are (S, S, 3) uint8 crops at one size (the restorer's output brought to it, and
-        the input, which was cut from `input_size` photo pixels); `references` (K, S, S, 3) uint8 at that size
-        with their (K, 68, 2) landmarks and (K,) identity trust."""
+        the input, which was cut from `input_size` photo pixels); `reference_planes` of references at that size
+        (`reference_planes`) with their (K, 68, 2) landmarks and (K,) identity trust."""
         if strength <= 0:
             return base, None
         out = base.astype(np.float32)
@@ -271,8 +288,8 @@ class ReferenceDetailStage:
             out += strength * change
             own_weight = own_weight[..., None]
         used = None
-        if references is not None and len(references):
-            inputs = self.prepare(base, degraded, references, reference_landmarks, trust)
+        if reference_planes is not None and len(reference_planes):
+            inputs = self.prepare(base, degraded, reference_planes, reference_landmarks, trust)
             with torch.no_grad():
                 detail, used = self.fuse(inputs)
             detail, used = detail[0].numpy()[..., None] * 255, used[0].numpy()

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ class ReferenceCache:
               each up-block layer); empty for restorers that do not use references.
     model_id: fingerprint of the model that computed `features`; a cache is only valid for that model.
     notes:    what the encoder chose and why (e.g. which face of a group photo was taken).
+    detail_planes: what the reference-detail stage samples from `crops`, by the stage's settings; made on first
+              use, not saved.
     """
 
     faces: np.ndarray
@@ -41,6 +44,7 @@ class ReferenceCache:
     crops: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    detail_planes: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.faces.shape[0])

@@ -130,7 +130,7 @@ def test_untrained_transfer_is_the_mean_high_pass_inside_the_hull(sharp_face):
     landmarks = landmarks_of_aligned(stage.predictor, base)
     references = np.stack([sharp_face, np.ascontiguousarray(sharp_face[:, ::-1])])
     reference_landmarks = np.stack([landmarks_of_aligned(stage.predictor, r) for r in references])
-    detail, used = stage.fuse(stage.prepare(base, sharp_face, references, reference_landmarks))
+    detail, used = stage.fuse(stage.prepare(base, sharp_face, stage.reference_planes(references), reference_landmarks))
     detail, used = detail[0].numpy() * 255, used[0].numpy()
 
     high_pass = []
@@ -262,7 +262,7 @@ def _two_reference_inputs(stage, sharp_face):
     base = cv2.GaussianBlur(sharp_face, (0, 0), 3)
     references = np.stack([sharp_face, np.ascontiguousarray(sharp_face[:, ::-1])])
     landmarks = np.stack([landmarks_of_aligned(stage.predictor, r) for r in references])
-    return stage.prepare(base, sharp_face, references, landmarks)
+    return stage.prepare(base, sharp_face, stage.reference_planes(references), landmarks, with_features=True)
 
 
 def test_an_untrained_fusion_net_is_the_rule_based_stage(stage, sharp_face):

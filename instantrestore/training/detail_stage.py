@@ -45,9 +45,9 @@ _HALF = ("detail", "confidence", "hull", "reference_features", "face_features", 
 class _Recorder(ReferenceDetailStage):
     """The pipeline's stage, recording its arguments instead of adding detail."""
 
-    def __call__(self, base, degraded, input_size, restorer_size, references=None, reference_landmarks=None,
+    def __call__(self, base, degraded, input_size, restorer_size, reference_planes=None, reference_landmarks=None,
                  trust=None, strength=1.0):
-        self.call = (base, degraded, input_size, restorer_size, references, reference_landmarks, trust)
+        self.call = (base, degraded, input_size, restorer_size, reference_planes, reference_landmarks, trust)
         return base, None
 
 
@@ -77,17 +77,17 @@ def prepare(data_dir: str, out: str, count: int, split: str = "train", presets: 
         if cache.crops is None or len(cache) < NUM_REFS:
             continue
         pipeline.restore_faces([degraded], cache, seed=number)
-        base, degraded_512, input_size, restorer_size, crops, landmarks, trust = recorder.call
-        if crops is None or not len(crops):
+        base, degraded_512, input_size, restorer_size, planes, landmarks, trust = recorder.call
+        if planes is None or not len(planes):
             continue  # identity trust gave every reference 0
         stage = ReferenceDetailStage(predictor=recorder.predictor)
         start, free = base.astype(np.float32), np.ones(base.shape[:2], np.float32)
         if input_size > restorer_size:
             change, own_weight = stage.own_detail(degraded_512, base)
             start, free = start + change, 1 - own_weight
-        inputs = stage.prepare(base, degraded_512, crops, landmarks, trust)
+        inputs = stage.prepare(base, degraded_512, planes, landmarks, trust, with_features=True)
         # references the identity trust turned away are stored as references with no confidence
-        missing = NUM_REFS - len(crops)
+        missing = NUM_REFS - len(planes)
         tensors = {name: getattr(inputs, name)[0] for name in _HALF[:5]}
         for name in ("detail", "confidence", "reference_features"):
             padding = tensors[name].new_zeros((missing,) + tensors[name].shape[1:])

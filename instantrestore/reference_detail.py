@@ -13,6 +13,10 @@ from the face's overall similarity (a folded or stretched triangle is a pose or 
 not share); its low frequencies, colour-matched, agree with the restored face's (glasses on one and not the
 other, an open mouth on a closed one, a hand, another hairstyle disagree there). With every confidence at 1 it
 is the plain mean of the warped references' high-pass inside the landmark hull: the untrained transfer.
+
+The stage is split for training: `prepare` (numpy and OpenCV: warps, confidences) and `fuse` (torch,
+differentiable), where an optional learned net (models/detail_fusion.py) adjusts the confidences and the bands'
+gains; trained ones measured no better than these rules, so none ships (docs/training.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from instantrestore.faces.align import resize_face
 from instantrestore.faces.identity import DlibIdentity
 from instantrestore.faces.warp import PiecewiseAffineWarp, sample
 from instantrestore.imageio import read_image
-from instantrestore.errors import WeightsError
+from instantrestore.errors import ConfigError, WeightsError
 from instantrestore.models.detail_fusion import DetailFusionNet
 from instantrestore.reference_detail import (DETAIL_SIZE, FACE_FEATURES, REFERENCE_FEATURES, DetailSettings,
                                              ReferenceDetailStage, detail_bands, landmark_hull, landmarks_of_aligned)
@@ -321,6 +321,8 @@ def test_training_the_fusion_lowers_its_loss_and_resumes(tmp_path):
                   "face_features": torch.rand(FACE_FEATURES, 16, 16)}
         save_file({**{name: t.half() for name, t in sample.items()}, "target": target}, tmp_path / f"{number:05d}.safetensors")
     samples = load_samples(str(tmp_path))
+    with pytest.raises(ConfigError, match="no samples"):
+        load_samples(str(tmp_path / "empty"))
     stage = ReferenceDetailStage()
     untrained = float(torch.abs(torch.sub(*compose(stage, samples))).mean())
     out = tmp_path / "run"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from instantrestore import losses
 from instantrestore.data.prepare import load_index
 from instantrestore.degradations import degrade
+from instantrestore.errors import ConfigError, InstantRestoreError, WeightsError
 from instantrestore.imageio import read_image, write_bytes
 from instantrestore.models.detail_fusion import DetailFusionNet
 from instantrestore.reference_detail import (FACE_FEATURES, REFERENCE_FEATURES, DetailInputs, ReferenceDetailStage,
@@ -39,7 +41,7 @@ from instantrestore.reference_detail import (FACE_FEATURES, REFERENCE_FEATURES, 
 
 SEVERE_PRESETS = ("sr8", "sr16", "sr32", "codeformer", "instantrestore")
 NUM_REFS = 4
-_HALF = ("detail", "confidence", "hull", "reference_features", "face_features", "start", "free")
+_INPUT_NAMES = ("detail", "confidence", "hull", "reference_features", "face_features")  # DetailInputs' fields
 
 
 class _Recorder(ReferenceDetailStage):
@@ -88,7 +90,7 @@ def prepare(data_dir: str, out: str, count: int, split: str = "train", presets: 
         inputs = stage.prepare(base, degraded_512, planes, landmarks, trust, with_features=True)
         # references the identity trust turned away are stored as references with no confidence
         missing = NUM_REFS - len(planes)
-        tensors = {name: getattr(inputs, name)[0] for name in _HALF[:5]}
+        tensors = {name: getattr(inputs, name)[0] for name in _INPUT_NAMES}
         for name in ("detail", "confidence", "reference_features"):
             padding = tensors[name].new_zeros((missing,) + tensors[name].shape[1:])
             tensors[name] = torch.cat([tensors[name], padding])
@@ -103,14 +105,14 @@ def load_samples(samples_dir: str) -> dict[str, torch.Tensor]:
     """Every sample of a folder, stacked (float16 and uint8 as stored)."""
     files = sorted(Path(samples_dir).glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{samples_dir}: no samples (python -m instantrestore.training.detail_stage prepare)")
+        raise ConfigError(f"{samples_dir}: no samples (python -m instantrestore.training.detail_stage prepare)")
     loaded = [load_file(file) for file in files]
     return {name: torch.stack([sample[name] for sample in loaded]) for name in loaded[0]}
 
 
 def compose(stage: ReferenceDetailStage, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(restored faces in [0, 1], targets in [0, 1]), (B, 3, S, S), from a batch of stored samples."""
-    inputs = DetailInputs(**{name: batch[name].float() for name in _HALF[:5]})
+    inputs = DetailInputs(**{name: batch[name].float() for name in _INPUT_NAMES})
     detail, _ = stage.fuse(inputs)
     output = batch["start"].float() + (batch["free"].float() * detail * 255)[:, None]
     return output.clamp(0, 255) / 255, batch["target"].float() / 255
@@ -140,7 +142,7 @@ def train(samples_dir: str, out: str, minutes: float, batch_size: int = 4, lr: f
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     identity = losses.IdentityLoss(identity_net) if identity_weight > 0 else None
     if identity is not None and not identity.available:
-        raise RuntimeError(f"identity loss: {identity.reason}")
+        raise WeightsError(f"identity loss: {identity.reason}")
     step, elapsed = 0, 0.0
     checkpoint = out_dir / "checkpoint.safetensors"
     if checkpoint.exists():
@@ -152,7 +154,9 @@ def train(samples_dir: str, out: str, minutes: float, batch_size: int = 4, lr: f
                 "laplacian_weight": laplacian_weight, "identity_weight": identity_weight,
                 "identity_net": identity_net if identity is not None else None, "width": width, "seed": seed}
     write_bytes(out_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
-    log = open(out_dir / "log.csv", "a")
+    log_path = out_dir / "log.csv"
+    if not log_path.exists():
+        log_path.write_text("step,seconds,l1,laplacian" + (",identity" if identity is not None else "") + "\n")
     began = time.time() - elapsed
     while time.time() - began < minutes * 60:
         order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100003 + step))[:batch_size]
@@ -167,8 +171,8 @@ def train(samples_dir: str, out: str, minutes: float, batch_size: int = 4, lr: f
         optimizer.step()
         step += 1
         if step % log_every == 0:
-            log.write(f"{step},{time.time() - began:.0f}," + ",".join(f"{v.item():.5f}" for v in terms.values()) + "\n")
-            log.flush()
+            with open(log_path, "a") as log:
+                log.write(f"{step},{time.time() - began:.0f}," + ",".join(f"{v.item():.5f}" for v in terms.values()) + "\n")
         if step % checkpoint_every == 0:
             _checkpoint(out_dir, net, optimizer, step, time.time() - began)
     _checkpoint(out_dir, net, optimizer, step, time.time() - began)
@@ -206,11 +210,14 @@ def main() -> None:
     t.add_argument("--width", type=int, default=24)
     t.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.command == "prepare":
-        prepare(args.data, args.out, args.count, args.split, seed=args.seed)
-    else:
-        print(train(args.samples, args.out, args.minutes, args.batch_size, args.lr, args.laplacian_weight,
-                    args.identity_weight, args.identity_net, args.width, args.seed))
+    try:
+        if args.command == "prepare":
+            prepare(args.data, args.out, args.count, args.split, seed=args.seed)
+        else:
+            print(train(args.samples, args.out, args.minutes, args.batch_size, args.lr, args.laplacian_weight,
+                        args.identity_weight, args.identity_net, args.width, args.seed))
+    except InstantRestoreError as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
